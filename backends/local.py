@@ -1,0 +1,208 @@
+"""Local-disk backend: a directory of 0600 files inside a 0700 directory.
+
+Exclusive creates reserve the final name with ``O_EXCL`` first, then stream
+into a hidden temp file in the same directory, fsync it and rename it over the
+reservation. So a second snapshot in the same second can never take the same
+name, and a file under a final name is always either empty (reserved, in
+progress or abandoned) or complete. The directory is fsynced after renames so
+a crash cannot lose a committed name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import unquote, urlparse
+
+from backends.base import ObjectInfo, check_options
+from snapmgr.errors import IdTakenError, NotFoundError, StorageError
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+TEMP_PREFIX = "."
+
+
+def _storage_error(action: str, path: Path, exc: OSError) -> StorageError:
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        hint = "free some space or choose another store"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "check the directory's permissions or choose another BACKUP_DIR"
+    elif exc.errno == errno.ENOTDIR:
+        hint = "a path component is a regular file; choose another directory"
+    else:
+        hint = "check the store's directory"
+    return StorageError(f"cannot {action} {path}: {reason}; {hint}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalWriter:
+    """Streams into a temp file; ``commit`` fsyncs and renames it into place."""
+
+    def __init__(self, final: Path) -> None:
+        self._final = final
+        self._temp = final.with_name(f"{TEMP_PREFIX}{final.name}.{secrets.token_hex(4)}.partial")
+        self._file: BinaryIO | None = None
+        try:
+            os.close(os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+        except FileExistsError as exc:
+            raise IdTakenError(f"{final} already exists; snapmgr never overwrites") from exc
+        except OSError as exc:
+            raise _storage_error("create", final, exc) from exc
+        try:
+            fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+            self._file = os.fdopen(fd, "wb", buffering=0)
+        except OSError as exc:
+            self._unlink(final)
+            raise _storage_error("create", self._temp, exc) from exc
+
+    def write(self, data: bytes) -> None:
+        if self._file is None:
+            raise StorageError(f"write to {self._final} after it was closed")
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            raise _storage_error("write", self._final, exc) from exc
+
+    def commit(self) -> None:
+        if self._file is None:
+            raise StorageError(f"commit of {self._final} after it was closed")
+        try:
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+            os.replace(self._temp, self._final)
+            _fsync_dir(self._final.parent)
+        except OSError as exc:
+            self.abort()
+            raise _storage_error("commit", self._final, exc) from exc
+
+    def abort(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+            self._unlink(self._temp)
+            self._unlink(self._final)
+
+    @staticmethod
+    def _unlink(path: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+class LocalBackend:
+    """A directory on this machine (``/path``, ``./rel``, ``~/x`` or ``file:///path``)."""
+
+    kind = "local"
+    OPTIONS = frozenset[str]()
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        check_options(self.kind, options or {}, self.OPTIONS)
+        self.root = self._path_from_url(url)
+
+    @staticmethod
+    def _path_from_url(url: str) -> Path:
+        if url.startswith("file://"):
+            parsed = urlparse(url)
+            if parsed.netloc not in ("", "localhost"):
+                raise StorageError(f"file URL {url!r} names a remote host; use file:///path")
+            return Path(unquote(parsed.path))
+        return Path(url).expanduser().absolute()
+
+    def location(self, name: str) -> str:
+        return str(self.root / name)
+
+    def _ensure_root(self) -> None:
+        try:
+            self.root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _storage_error("create directory", self.root, exc) from exc
+        if not self.root.is_dir():
+            raise StorageError(f"{self.root} is not a directory; choose another store path")
+
+    def open_writer(self, name: str, size_hint: int | None = None) -> LocalWriter:
+        self._ensure_root()
+        return LocalWriter(self.root / name)
+
+    def put_bytes(self, name: str, data: bytes, *, overwrite: bool = False) -> None:
+        self._ensure_root()
+        final = self.root / name
+        temp = final.with_name(f"{TEMP_PREFIX}{name}.{secrets.token_hex(4)}.partial")
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if overwrite:
+                os.replace(temp, final)
+            else:
+                os.link(temp, final)  # fails with EEXIST instead of replacing
+                temp.unlink()
+            _fsync_dir(self.root)
+        except FileExistsError as exc:
+            temp.unlink(missing_ok=True)
+            raise IdTakenError(f"{final} already exists; snapmgr never overwrites") from exc
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            raise _storage_error("write", final, exc) from exc
+
+    def open_reader(self, name: str) -> BinaryIO:
+        path = self.root / name
+        try:
+            return path.open("rb")
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"{path} does not exist") from exc
+        except OSError as exc:
+            raise _storage_error("read", path, exc) from exc
+
+    def stat(self, name: str) -> ObjectInfo:
+        path = self.root / name
+        try:
+            st = path.stat()
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"{path} does not exist") from exc
+        except OSError as exc:
+            raise _storage_error("stat", path, exc) from exc
+        return ObjectInfo(name, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def list_objects(self) -> Iterator[ObjectInfo]:
+        try:
+            entries = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise _storage_error("list", self.root, exc) from exc
+        for entry in entries:
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # removed while we listed: a concurrent prune or abort
+            yield ObjectInfo(entry.name, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def delete(self, names: list[str]) -> None:
+        for name in names:
+            path = self.root / name
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise _storage_error("delete", path, exc) from exc
+        if names:
+            with contextlib.suppress(OSError):
+                _fsync_dir(self.root)

@@ -1,0 +1,165 @@
+"""What is in the stores: committed snapshots, their copies, and orphans.
+
+A snapshot exists in a store when its manifest exists there (the commit
+point); a dump without a manifest is in progress or an orphan and is never
+listed, resolved as ``latest`` or restored. When several stores hold the
+same ID, the copies are merged and the stores are kept in the order given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from backends.base import Backend, ObjectInfo
+from snapmgr.config import Config, StoreConfig
+from snapmgr.errors import NotFoundError, SnapmgrError, StorageError
+from snapmgr.manifest import Manifest, manifest_name, split_object_name, validate_id
+from snapmgr.registry import open_backend
+
+LATEST = "latest"
+
+
+@dataclass(frozen=True)
+class Store:
+    """A store opened for use: its configuration and its backend instance."""
+
+    config: StoreConfig
+    backend: Backend
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def describe(self) -> str:
+        from snapmgr.redact import redact_url
+
+        return redact_url(self.config.url)
+
+
+def open_stores(config: Config, specs: list[str] | tuple[str, ...] = ()) -> list[Store]:
+    """Open every selected store (``--store`` values, else the configured default)."""
+    return [
+        Store(sc, open_backend(sc.kind, sc.url, sc.options)) for sc in config.selected_stores(specs)
+    ]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A committed snapshot and the stores holding a copy of it, in store order."""
+
+    manifest: Manifest
+    stores: tuple[Store, ...]
+
+    @property
+    def id(self) -> str:
+        return self.manifest.id
+
+
+def read_manifest(store: Store, snapshot_id: str) -> Manifest:
+    """The manifest of ``snapshot_id`` in ``store``; ``NotFoundError`` if not committed there."""
+    name = manifest_name(snapshot_id)
+    with store.backend.open_reader(name) as handle:
+        try:
+            raw = handle.read()
+        except OSError as exc:
+            raise StorageError(f"cannot read {store.backend.location(name)}: {exc}") from exc
+    manifest = Manifest.from_json(raw, origin=store.backend.location(name))
+    if manifest.id != snapshot_id:
+        raise StorageError(
+            f"{store.backend.location(name)} holds the manifest of {manifest.id}, not "
+            f"{snapshot_id}; the store was tampered with"
+        )
+    return manifest
+
+
+def store_manifests(store: Store) -> list[Manifest]:
+    """Every committed snapshot in one store."""
+    ids = []
+    for info in store.backend.list_objects():
+        parsed = split_object_name(info.name)
+        if parsed and parsed[1] == "manifest":
+            ids.append(parsed[0])
+    manifests = []
+    for snapshot_id in ids:
+        try:
+            manifests.append(read_manifest(store, snapshot_id))
+        except NotFoundError:
+            continue  # deleted between list and read: a concurrent prune
+    return manifests
+
+
+def list_entries(stores: list[Store]) -> list[Entry]:
+    """Committed snapshots across ``stores``, merged by ID, newest first."""
+    by_id: dict[str, tuple[Manifest, list[Store]]] = {}
+    for store in stores:
+        for manifest in store_manifests(store):
+            known = by_id.setdefault(manifest.id, (manifest, []))
+            known[1].append(store)
+    entries = [Entry(m, tuple(copies)) for m, copies in by_id.values()]
+    entries.sort(key=lambda e: (e.manifest.created_at, e.id), reverse=True)
+    return entries
+
+
+def resolve(stores: list[Store], ref: str) -> Entry:
+    """Find ``ref`` (an ID or ``latest``); raises ``NotFoundError`` with the stores searched."""
+    where = ", ".join(store.describe() for store in stores)
+    if ref == LATEST:
+        entries = list_entries(stores)
+        if not entries:
+            raise NotFoundError(
+                f"no committed snapshot in {where}; take one with `snapmgr snapshot`"
+            )
+        return entries[0]
+    validate_id(ref)
+    found: Manifest | None = None
+    copies: list[Store] = []
+    errors: list[SnapmgrError] = []
+    for store in stores:
+        try:
+            manifest = read_manifest(store, ref)
+        except NotFoundError:
+            continue
+        except SnapmgrError as exc:
+            errors.append(exc)
+            continue
+        found = found or manifest
+        copies.append(store)
+    if found is None:
+        if errors:
+            raise errors[0]
+        raise NotFoundError(f"snapshot {ref} not found in {where}; see `snapmgr list`")
+    return Entry(found, tuple(copies))
+
+
+def is_temp_name(name: str) -> bool:
+    """A backend's in-progress temp object (local stores write ``.<name>.<rand>.partial``)."""
+    return name.startswith(".") and name.endswith(".partial")
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A dump (or leftover temp file) with no manifest, and how old it is."""
+
+    store: Store
+    info: ObjectInfo
+
+    def age_at(self, now: datetime) -> float:
+        return (now - self.info.modified).total_seconds()
+
+
+def orphans(store: Store) -> list[Orphan]:
+    """Objects in ``store`` that belong to no committed snapshot."""
+    infos = list(store.backend.list_objects())
+    committed = set()
+    for info in infos:
+        parsed = split_object_name(info.name)
+        if parsed and parsed[1] == "manifest":
+            committed.add(parsed[0])
+    result = []
+    for info in infos:
+        parsed = split_object_name(info.name)
+        uncommitted_dump = bool(parsed and parsed[1] == "dump" and parsed[0] not in committed)
+        if uncommitted_dump or is_temp_name(info.name):
+            result.append(Orphan(store, info))
+    return result

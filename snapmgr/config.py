@@ -1,0 +1,348 @@
+"""Effective configuration: flags > environment > TOML file > defaults.
+
+Every key is declared once in ``KEYS`` with its parser and default, which
+gives the environment variable (``SNAPMGR_<KEY>``, the key without its table),
+the validation and ``snapmgr config`` output for free. An unknown key or a bad
+value is a ``ConfigError`` naming the key and where it came from, never a
+silently ignored setting. ``[stores.NAME]`` tables are passed to their
+backend, which refuses options it does not know.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from snapmgr.codec import COMPRESSIONS, check_level
+from snapmgr.durations import Duration, parse_duration
+from snapmgr.errors import ConfigError, UsageError
+from snapmgr.manifest import validate_label
+from snapmgr.redact import redact_url
+from snapmgr.registry import kind_for_url
+
+DEFAULT_BACKUP_DIR = "/tmp/db_snapshots"  # noqa: S108 - documented default, same as the scripts it replaces
+DEFAULT_POINTER_FILE = "/tmp/last_snapshot.txt"  # noqa: S108
+LEGACY_ENV = {"database_url": "DATABASE_URL", "backup_dir": "BACKUP_DIR"}
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def _optional_text(value: Any) -> str | None:
+    return _text(value) or None
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number")
+    if isinstance(value, str):
+        value = value.strip()
+        if value == "":
+            return None
+        try:
+            value = int(value)
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {value!r}") from None
+    if not isinstance(value, int) or value < -1:
+        raise ValueError("expected a whole number >= 0 (or -1 for unlimited)")
+    return value or None
+
+
+def _level(value: Any) -> int | None:
+    if value in ("", None):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a whole number, got {value!r}") from None
+
+
+def _duration(value: Any) -> Duration | None:
+    text = _text(value).strip()
+    return parse_duration(text) if text else None
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = _text(value).strip().lower()
+        if text not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
+        return text
+
+    return parse
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    raise ValueError("expected a list of store names")
+
+
+def _timezone(value: Any) -> str:
+    text = _text(value).strip() or "UTC"
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {text!r} (use an IANA name like Europe/Berlin)"
+        ) from None
+    return text
+
+
+def _label(value: Any) -> str:
+    try:
+        return validate_label(_text(value))
+    except UsageError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _seconds(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a number of seconds, got {value!r}") from None
+    if number <= 0:
+        raise ValueError("expected a number of seconds > 0")
+    return number
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: its table ("" = top level), parser and default."""
+
+    table: str
+    parse: Callable[[Any], Any]
+    default: Any
+    secret: bool = False
+
+
+KEYS: dict[str, Key] = {
+    "database_url": Key("", _optional_text, None, secret=True),
+    "backup_dir": Key("", _text, DEFAULT_BACKUP_DIR),
+    "pointer_file": Key("", _text, DEFAULT_POINTER_FILE),
+    "label": Key("", _label, "pre_migration"),
+    "compression": Key("", _choice(*COMPRESSIONS), "gzip"),
+    "compression_level": Key("", _level, None),
+    "default_stores": Key("", _names, ()),
+    "pg_bin_dir": Key("", _optional_text, None),
+    "orphan_grace": Key("", _duration, parse_duration("24h")),
+    "timezone": Key("", _timezone, "UTC"),
+    "progress": Key("", _choice("auto", "bar", "log", "off"), "auto"),
+    "progress_interval": Key("", _seconds, 10.0),
+    "keep_last": Key("retention", _count, None),
+    "keep_hourly": Key("retention", _count, None),
+    "keep_daily": Key("retention", _count, None),
+    "keep_weekly": Key("retention", _count, None),
+    "keep_monthly": Key("retention", _count, None),
+    "keep_yearly": Key("retention", _count, None),
+    "keep_within": Key("retention", _duration, None),
+}
+TABLES = {"retention", "stores"}
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """A store: its name (the URL itself for inline stores), kind, URL and options."""
+
+    name: str
+    kind: str
+    url: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The effective settings; ``values`` holds every key of ``KEYS``, parsed."""
+
+    values: Mapping[str, Any]
+    sources: Mapping[str, str]
+    stores: Mapping[str, StoreConfig]
+    config_file: str | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    @property
+    def database_url(self) -> str | None:
+        url: str | None = self.values["database_url"]
+        return url
+
+    def store_config(self, spec: str) -> StoreConfig:
+        """A configured store by name, or an inline store from a path or URL."""
+        if spec in self.stores:
+            return self.stores[spec]
+        if not spec.strip():
+            raise ConfigError("--store: empty store name or path")
+        kind, url = kind_for_url(spec)
+        return StoreConfig(name=spec, kind=kind, url=url)
+
+    def selected_stores(self, specs: list[str] | tuple[str, ...] = ()) -> list[StoreConfig]:
+        """The stores a command uses: ``--store`` values, else ``default_stores``,
+        else the local ``backup_dir``."""
+        chosen = list(specs) or list(self.values["default_stores"])
+        if not chosen:
+            return [StoreConfig(name="local", kind="local", url=self.values["backup_dir"])]
+        seen: dict[str, StoreConfig] = {}
+        for spec in chosen:
+            store = self.store_config(spec)
+            seen.setdefault(store.url, store)
+        return list(seen.values())
+
+    def redacted(self) -> dict[str, Any]:
+        """Every setting with its source, safe to print (passwords and keys masked)."""
+        out: dict[str, Any] = {}
+        for name, key in KEYS.items():
+            value = self.values[name]
+            if isinstance(value, Duration):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            if key.secret and isinstance(value, str):
+                value = redact_url(value)
+            out[name] = {"value": value, "source": self.sources[name]}
+        out["stores"] = {
+            name: {
+                "kind": store.kind,
+                "url": redact_url(store.url),
+                "options": {k: _redact_option(k, v) for k, v in store.options.items()},
+            }
+            for name, store in self.stores.items()
+        }
+        out["config_file"] = self.config_file
+        return out
+
+
+SECRET_OPTION_WORDS = ("secret", "password", "token", "key_id", "session", "credential")
+
+
+def _redact_option(name: str, value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _redact_option(k, v) for k, v in value.items()}
+    lowered = name.lower()
+    if any(word in lowered for word in SECRET_OPTION_WORDS) and "kms" not in lowered:
+        return "***"
+    return value
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} does not exist (from --config/SNAPMGR_CONFIG)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+
+
+def _flatten_file(data: Mapping[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split the file into plain keys and the ``stores`` table, refusing unknown keys."""
+    flat: dict[str, Any] = {}
+    stores: dict[str, Any] = {}
+    for name, value in data.items():
+        if name == "stores":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: [stores] must be a table of [stores.NAME] tables")
+            stores = value
+        elif name in TABLES:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: [{name}] must be a table")
+            for sub, sub_value in value.items():
+                if sub not in KEYS or KEYS[sub].table != name:
+                    raise ConfigError(f"{path}: unknown key {name}.{sub}")
+                flat[sub] = sub_value
+        elif name in KEYS and KEYS[name].table == "":
+            flat[name] = value
+        else:
+            hint = f" (it belongs in [{KEYS[name].table}])" if name in KEYS else ""
+            raise ConfigError(f"{path}: unknown key {name!r}{hint}")
+    return flat, stores
+
+
+def _store_tables(stores: Mapping[str, Any], path: Path) -> dict[str, StoreConfig]:
+    result: dict[str, StoreConfig] = {}
+    for name, table in stores.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: stores.{name} must be a table")
+        options = dict(table)
+        url = options.pop("url", None)
+        if not isinstance(url, str) or not url:
+            raise ConfigError(f"{path}: stores.{name}.url is required (a path or URL)")
+        forced = options.pop("backend", None)
+        kind, url = kind_for_url(url)
+        if forced is not None:
+            if not isinstance(forced, str):
+                raise ConfigError(f"{path}: stores.{name}.backend must be a string")
+            kind = forced
+        result[name] = StoreConfig(name=name, kind=kind, url=url, options=options)
+    return result
+
+
+def env_name(key: str) -> str:
+    """``SNAPMGR_<KEY>``: the variable that sets ``key`` from the environment."""
+    return f"SNAPMGR_{key.upper()}"
+
+
+def load_config(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_path: str | None = None,
+) -> Config:
+    """Merge the four layers. ``flags`` holds only the flags the user gave."""
+    env = os.environ if env is None else env
+    flags = flags or {}
+    path_text = config_path or env.get("SNAPMGR_CONFIG") or None
+    file_values: dict[str, Any] = {}
+    stores: dict[str, StoreConfig] = {}
+    if path_text:
+        path = Path(path_text).expanduser()
+        file_values, store_tables = _flatten_file(_read_file(path), path)
+        stores = _store_tables(store_tables, path)
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name, key in KEYS.items():
+        raw, source = key.default, "default"
+        if name in file_values:
+            raw, source = file_values[name], f"file {path_text}"
+        for var in (LEGACY_ENV.get(name), env_name(name)):
+            if var and env.get(var, "") != "":
+                raw, source = env[var], f"env {var}"
+        if flags.get(name) is not None:
+            raw, source = flags[name], "flag"
+        values[name] = _parse(name, key, raw, source) if source != "default" else raw
+        sources[name] = source
+    try:
+        values["compression_level"] = check_level(
+            values["compression"], values["compression_level"]
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (from {sources['compression_level']})") from None
+    for store_name in values["default_stores"]:
+        if store_name not in stores:
+            raise ConfigError(
+                f"default_stores: no store named {store_name!r} "
+                f"(define [stores.{store_name}] in the config file)"
+            )
+    return Config(values=values, sources=sources, stores=stores, config_file=path_text)
+
+
+def _parse(name: str, key: Key, raw: Any, source: str) -> Any:
+    try:
+        return key.parse(raw)
+    except ValueError as exc:
+        shown = "***" if key.secret else repr(raw)
+        raise ConfigError(f"{name}: invalid value {shown} from {source}: {exc}") from None

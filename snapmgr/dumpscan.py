@@ -1,0 +1,162 @@
+"""Read a plain-format pg_dump stream as it flows past, without buffering it.
+
+The scanner learns three things at no extra query cost:
+
+* the exact row count of every table, from its ``COPY ... FROM stdin;`` block
+  (one line per row: COPY's text format escapes newlines inside values);
+* whether the dump is complete: pg_dump ends with a
+  ``-- PostgreSQL database dump complete`` comment, followed only by ``--``,
+  blank lines and (since 15.14/17.6) ``\\unrestrict <key>``;
+* for restore, where the large-object section is: pg_dump wraps it in its own
+  ``BEGIN;``/``COMMIT;``, which would end snapmgr's outer transaction early,
+  so ``rewrite=True`` drops exactly those two lines inside that section. A
+  ``COMMIT;`` line inside a procedure body elsewhere is left alone.
+
+COPY data is handled in whole chunks with ``bytes.find``/``bytes.count`` (C
+speed); only the schema part, which is small, is walked line by line.
+"""
+
+from __future__ import annotations
+
+from snapmgr.errors import DumpError
+
+TRAILER = b"-- PostgreSQL database dump complete"
+BLOBS_HEADER = b"-- Data for Name: BLOBS; Type: BLOBS; Schema: -; Owner: -"
+SECTION_PREFIXES = (b"-- Name: ", b"-- Data for Name: ", TRAILER)
+COPY_END = b"\\.\n"
+
+
+def parse_qualified_name(text: str) -> str | None:
+    """``schema.table`` (unquoted) from the start of ``public."Odd ""x"" (a, b)``."""
+    parts: list[str] = []
+    i = 0
+    while True:
+        if text.startswith('"', i):
+            j = i + 1
+            name = []
+            while j < len(text):
+                if text[j] == '"':
+                    if text.startswith('""', j):
+                        name.append('"')
+                        j += 2
+                        continue
+                    break
+                name.append(text[j])
+                j += 1
+            else:
+                return None
+            parts.append("".join(name))
+            i = j + 1
+        else:
+            j = i
+            while j < len(text) and text[j] not in '. ("':
+                j += 1
+            if j == i:
+                return None
+            parts.append(text[i:j])
+            i = j
+        if text.startswith(".", i):
+            i += 1
+            continue
+        break
+    return ".".join(parts) if len(parts) == 2 else None
+
+
+class DumpScanner:
+    """Feed it the raw SQL in chunks; read ``tables`` and call ``finish()`` at the end."""
+
+    def __init__(self, *, rewrite: bool = False) -> None:
+        self.tables: dict[str, int] = {}
+        self.raw_size = 0
+        self._rewrite = rewrite
+        self._carry = b""
+        self._copy_table: str | None = None
+        self._trailer_ok = False
+        self._in_blobs = False
+
+    @property
+    def complete(self) -> bool:
+        """True when the trailer has been seen and nothing but its tail followed it."""
+        return self._trailer_ok and self._copy_table is None
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Scan ``chunk``; with ``rewrite`` return the bytes to pass on, else ``b""``."""
+        self.raw_size += len(chunk)
+        data = self._carry + chunk if self._carry else chunk
+        self._carry = b""
+        out: list[bytes] = []
+        pos = 0
+        while pos < len(data):
+            if self._copy_table is not None:
+                pos = self._scan_copy(data, pos, out)
+            else:
+                pos = self._scan_sql(data, pos, out)
+        return b"".join(out) if self._rewrite else b""
+
+    def _scan_copy(self, data: bytes, pos: int, out: list[bytes]) -> int:
+        """Count rows up to the ``\\.`` line; returns where the scan stopped."""
+        assert self._copy_table is not None
+        if data.startswith(COPY_END, pos):
+            end = pos
+        else:
+            found = data.find(b"\n" + COPY_END, pos)
+            end = found + 1 if found >= 0 else -1
+        if end < 0:
+            last_nl = data.rfind(b"\n", pos)
+            if last_nl < 0:
+                self._carry = data[pos:]
+                return len(data)
+            self.tables[self._copy_table] += data.count(b"\n", pos, last_nl + 1)
+            if self._rewrite:
+                out.append(data[pos : last_nl + 1])
+            self._carry = data[last_nl + 1 :]
+            return len(data)
+        self.tables[self._copy_table] += data.count(b"\n", pos, end)
+        if self._rewrite:
+            out.append(data[pos : end + len(COPY_END)])
+        self._copy_table = None
+        return end + len(COPY_END)
+
+    def _scan_sql(self, data: bytes, pos: int, out: list[bytes]) -> int:
+        """Handle one schema line; a partial line is kept for the next chunk."""
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            self._carry = data[pos:]
+            return len(data)
+        line = data[pos:nl]
+        keep = self._see_line(line)
+        if self._rewrite and keep:
+            out.append(data[pos : nl + 1])
+        return nl + 1
+
+    def _see_line(self, line: bytes) -> bool:
+        """Update state for one schema line; False means drop it (rewrite only)."""
+        if line.startswith(SECTION_PREFIXES):
+            self._in_blobs = line == BLOBS_HEADER
+            if line == TRAILER:
+                self._trailer_ok = True
+                return True
+        if self._trailer_ok and line not in (b"", b"--") and not line.startswith(b"\\unrestrict "):
+            self._trailer_ok = False
+        if line.startswith(b"COPY ") and line.endswith(b" FROM stdin;"):
+            name = parse_qualified_name(line[5:].decode("utf-8", "replace"))
+            if name is None:
+                raise DumpError(f"cannot parse the table name in {line[:200]!r}")
+            self._copy_table = name
+            self.tables.setdefault(name, 0)
+        return not (self._in_blobs and line in (b"BEGIN;", b"COMMIT;"))
+
+    def finish(self) -> bytes:
+        """Process an unterminated last line; with ``rewrite`` return it to pass on."""
+        tail, self._carry = self._carry, b""
+        if tail and self._copy_table is None:
+            self._see_line(tail)
+        return tail if self._rewrite else b""
+
+    def incomplete_reason(self) -> str | None:
+        """Why the stream so far is not a complete dump, or ``None`` if it is."""
+        if self._copy_table is not None:
+            return f"it is truncated inside the data of table {self._copy_table}"
+        if not self._trailer_ok:
+            return "pg_dump's 'dump complete' trailer is missing (truncated or failed dump)"
+        return None

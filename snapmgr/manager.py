@@ -1,0 +1,129 @@
+"""The public Python API: ``SnapshotManager(config).snapshot()`` and friends.
+
+The CLI is a thin layer over this class; anything the CLI can do, a Python
+program can do with the same checks, errors and results::
+
+    from snapmgr.config import load_config
+    from snapmgr.manager import SnapshotManager
+
+    manager = SnapshotManager(load_config())
+    result = manager.snapshot(label="pre_migration")
+    print(result.manifest.id, result.manifest.sha256)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from snapmgr.catalog import Entry, Store, list_entries, open_stores, resolve
+from snapmgr.config import Config
+from snapmgr.errors import StorageError
+from snapmgr.manifest import validate_label
+from snapmgr.pointer import write_pointer
+from snapmgr.postgres import ConnInfo, find_tool, preflight
+from snapmgr.progress import NullProgress, Progress, make_progress
+from snapmgr.snapshot import SnapshotRequest, SnapshotResult, take_snapshot
+from snapmgr.verify import VerifyResult, verify_all_copies
+
+log = logging.getLogger("snapmgr")
+
+
+class SnapshotManager:
+    """Snapshots of one database in one ordered list of stores."""
+
+    def __init__(
+        self,
+        config: Config,
+        stores: list[str] | tuple[str, ...] = (),
+        *,
+        quiet: bool = False,
+        show_progress: bool = True,
+    ) -> None:
+        self.config = config
+        self._store_specs = tuple(stores)
+        self._stores: list[Store] | None = None
+        self._quiet = quiet
+        self._show_progress = show_progress
+
+    @property
+    def stores(self) -> list[Store]:
+        """The selected stores, opened on first use (so `config` needs no backend)."""
+        if self._stores is None:
+            self._stores = open_stores(self.config, self._store_specs)
+        return self._stores
+
+    def progress(self, task: str) -> Progress:
+        if not self._show_progress:
+            return NullProgress()
+        return make_progress(
+            task, self.config["progress"], self.config["progress_interval"], self._quiet
+        )
+
+    def connection(self) -> ConnInfo:
+        return ConnInfo.parse(self.config.database_url)
+
+    def snapshot(
+        self, label: str | None = None, tags: Mapping[str, str] | None = None
+    ) -> SnapshotResult:
+        """Dump, compress, store, verify and commit; then update the pointer file.
+
+        Raises a ``SnapmgrError`` when nothing was committed. When some stores
+        committed and others failed, the result lists both; the CLI exits 5.
+        """
+        conn = self.connection()
+        server = preflight(conn)
+        pg_dump = find_tool("pg_dump", server.major, self.config["pg_bin_dir"])
+        request = SnapshotRequest(
+            conn=conn,
+            server=server,
+            pg_dump=pg_dump,
+            label=validate_label(label or self.config["label"]),
+            compression=self.config["compression"],
+            level=self.config["compression_level"],
+            tags=dict(tags or {}),
+        )
+        log.info(
+            "snapshot of %s (PostgreSQL %s) with %s into %s",
+            conn.display(), server.version, pg_dump.path,
+            ", ".join(store.describe() for store in self.stores),
+        )  # fmt: skip
+        result = take_snapshot(request, self.stores, self.progress("dumping"))
+        first = result.committed[0]
+        write_pointer(
+            self.config["pointer_file"],
+            first.backend.location(result.manifest.dump_name),
+            result.manifest.id,
+        )
+        return result
+
+    def list_snapshots(self) -> list[Entry]:
+        """Committed snapshots in the selected stores, newest first."""
+        return list_entries(self.stores)
+
+    def find(self, ref: str) -> Entry:
+        """A snapshot by ID or ``latest``."""
+        return resolve(self.stores, ref)
+
+    def verify(self, ref: str) -> list[VerifyResult]:
+        """Re-read every copy of ``ref`` and check it against its manifest."""
+        entry = self.find(ref)
+        return verify_all_copies(entry.manifest, entry.stores)
+
+    def verify_everything(self) -> list[VerifyResult]:
+        """Verify every copy of every committed snapshot."""
+        results: list[VerifyResult] = []
+        for entry in self.list_snapshots():
+            results.extend(verify_all_copies(entry.manifest, entry.stores))
+        return results
+
+    def set_pinned(self, ref: str, pinned: bool) -> Entry:
+        """Pin or unpin a snapshot in every store that holds it."""
+        entry = self.find(ref)
+        updated = entry.manifest.with_pinned(pinned)
+        for store in entry.stores:
+            try:
+                store.backend.put_bytes(updated.manifest_name, updated.to_json(), overwrite=True)
+            except StorageError as exc:
+                raise StorageError(f"store {store.describe()}: {exc}") from exc
+        return Entry(updated, entry.stores)

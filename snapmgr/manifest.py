@@ -1,0 +1,164 @@
+"""Snapshot IDs and the manifest: the JSON record whose presence commits a snapshot.
+
+An ID is ``<label>_YYYYMMDD_HHMMSS`` in UTC, with ``-2``, ``-3``... appended
+when the same label is snapshotted twice in one second. IDs are checked
+against a strict pattern before any storage call, so no ID can carry a path
+separator or ``..`` into a store. Ordering always uses ``created_at`` from
+the manifest, never the name.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from snapmgr.errors import UsageError, VerificationError
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
+MANIFEST_SUFFIX = ".json"
+DUMP_SUFFIXES = {"gzip": ".sql.gz", "zstd": ".sql.zst", "none": ".sql"}
+MANIFEST_VERSION = 1
+
+
+def validate_id(snapshot_id: str) -> str:
+    """Return the ID unchanged, or raise a usage error naming the rule it breaks."""
+    if not ID_PATTERN.match(snapshot_id) or ".." in snapshot_id:
+        raise UsageError(
+            f"invalid snapshot ID {snapshot_id!r}: IDs are letters, digits, '_', '.', '-' "
+            "(up to 128, starting with a letter or digit); see `snapmgr list`"
+        )
+    return snapshot_id
+
+
+def validate_label(label: str) -> str:
+    """Labels become the start of IDs, so they obey the same alphabet."""
+    if not LABEL_PATTERN.match(label) or ".." in label:
+        raise UsageError(
+            f"invalid label {label!r}: use letters, digits, '_', '.', '-' (up to 101 characters)"
+        )
+    return label
+
+
+def make_id(label: str, when: datetime, attempt: int = 1) -> str:
+    """The ID for a snapshot of ``label`` taken at ``when``; attempt 2+ adds a suffix."""
+    stamp = when.astimezone(UTC).strftime("%Y%m%d_%H%M%S")
+    base = f"{validate_label(label)}_{stamp}"
+    return base if attempt == 1 else f"{base}-{attempt}"
+
+
+def dump_name(snapshot_id: str, compression: str) -> str:
+    """The dump's object name for an ID and compression."""
+    return validate_id(snapshot_id) + DUMP_SUFFIXES[compression]
+
+
+def manifest_name(snapshot_id: str) -> str:
+    """The manifest's object name for an ID."""
+    return validate_id(snapshot_id) + MANIFEST_SUFFIX
+
+
+def split_object_name(name: str) -> tuple[str, str] | None:
+    """``("id", "manifest"|"dump")`` for a snapshot object name, else ``None``."""
+    if name.endswith(MANIFEST_SUFFIX):
+        stem, kind = name[: -len(MANIFEST_SUFFIX)], "manifest"
+    else:
+        for suffix in DUMP_SUFFIXES.values():
+            if name.endswith(suffix):
+                stem, kind = name[: -len(suffix)], "dump"
+                break
+        else:
+            return None
+    if not ID_PATTERN.match(stem) or ".." in stem:
+        return None
+    return stem, kind
+
+
+@dataclass(frozen=True)
+class DatabaseInfo:
+    """Which database was dumped. Never holds a password."""
+
+    name: str
+    host: str
+    port: int | None
+    user: str
+    server_version: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything snapmgr knows about one committed snapshot."""
+
+    id: str
+    label: str
+    created_at: datetime
+    duration_s: float
+    database: DatabaseInfo
+    pg_dump_version: str
+    format: str
+    compression: str
+    compression_level: int | None
+    size: int
+    raw_size: int
+    sha256: str
+    tables: dict[str, int]
+    tags: dict[str, str] = field(default_factory=dict)
+    pinned: bool = False
+    snapmgr_version: str = ""
+    manifest_version: int = MANIFEST_VERSION
+
+    @property
+    def dump_name(self) -> str:
+        return dump_name(self.id, self.compression)
+
+    @property
+    def manifest_name(self) -> str:
+        return manifest_name(self.id)
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.tables.values())
+
+    def with_pinned(self, pinned: bool) -> Manifest:
+        return replace(self, pinned=pinned)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["created_at"] = _format_time(self.created_at)
+        return data
+
+    def to_json(self) -> bytes:
+        return (json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes, *, origin: str) -> Manifest:
+        """Parse and check a manifest; ``origin`` names where it came from in errors."""
+        try:
+            data = json.loads(raw)
+            database = DatabaseInfo(**data.pop("database"))
+            created = _parse_time(data.pop("created_at"))
+            manifest = cls(database=database, created_at=created, **data)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise VerificationError(
+                f"manifest {origin} is unreadable ({exc}); it may be corrupt or from a newer "
+                "snapmgr"
+            ) from exc
+        validate_id(manifest.id)
+        if manifest.compression not in DUMP_SUFFIXES:
+            raise VerificationError(
+                f"manifest {origin} names unknown compression {manifest.compression!r}"
+            )
+        return manifest
+
+
+def _format_time(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _parse_time(text: str) -> datetime:
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise ValueError(f"created_at {text!r} has no time zone")
+    return parsed.astimezone(UTC)

@@ -1,0 +1,88 @@
+"""Bounded channels and worker threads: the plumbing of the streaming pipelines.
+
+Stages run in their own threads joined by small bounded queues, so the
+slowest stage sets the pace and memory stays at (queue depth x chunk size)
+whatever the dump's size. Every blocking call wakes up regularly to check a
+shared cancel event, so one failing stage (or Ctrl-C) stops all the others
+promptly instead of leaving threads blocked on a full or empty queue.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+POLL_S = 0.1
+_CLOSED = object()
+
+
+class Cancelled(Exception):
+    """Raised inside a stage when the pipeline was cancelled by another stage."""
+
+
+class Channel(Generic[T]):
+    """A bounded queue with an end-of-stream marker and cancellation."""
+
+    def __init__(self, maxsize: int, cancel: threading.Event) -> None:
+        self._queue: queue.Queue[object] = queue.Queue(maxsize)
+        self._cancel = cancel
+
+    def put(self, item: T) -> None:
+        self._put(item)
+
+    def close(self) -> None:
+        """Signal the end of the stream to the consumer."""
+        self._put(_CLOSED)
+
+    def _put(self, item: object) -> None:
+        while True:
+            if self._cancel.is_set():
+                raise Cancelled
+            try:
+                self._queue.put(item, timeout=POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self) -> Iterator[T]:
+        while True:
+            if self._cancel.is_set():
+                raise Cancelled
+            try:
+                item = self._queue.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+            if item is _CLOSED:
+                return
+            yield item  # type: ignore[misc]
+
+
+class Worker(threading.Thread):
+    """A daemon thread that records its exception instead of printing it."""
+
+    def __init__(self, name: str, target: Callable[[], None], cancel: threading.Event) -> None:
+        super().__init__(name=name, daemon=True)
+        self._target_fn = target
+        self._cancel = cancel
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._target_fn()
+        except Cancelled:
+            pass
+        except BaseException as exc:
+            self.error = exc
+            self._cancel.set()
+
+
+def join_all(workers: list[Worker], on_tick: Callable[[], None] | None = None) -> None:
+    """Wait for every worker, calling ``on_tick`` about every ``POLL_S`` seconds."""
+    for worker in workers:
+        while worker.is_alive():
+            worker.join(POLL_S)
+            if on_tick is not None:
+                on_tick()

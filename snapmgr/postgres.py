@@ -1,0 +1,247 @@
+"""Talk to PostgreSQL: parse the URL, check the server, find and run client tools.
+
+The password is split off the connection string at parse time and only ever
+handed to children through ``PGPASSWORD`` in their environment, never in
+argv (visible in ``/proc/PID/cmdline``), a log line or an error message.
+psycopg is used for the fast pre-flight check and for catalog queries;
+pg_dump and psql do the bulk work.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from glob import glob
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import conninfo as pg_conninfo
+from psycopg import sql
+
+from snapmgr.errors import DatabaseError, DumpError, UsageError
+from snapmgr.redact import redact_url, scrub
+
+CONNECT_TIMEOUT_S = 10
+PG_DUMP_FLAGS = ("--format=plain", "--no-owner", "--no-acl", "--clean", "--if-exists")
+
+#: Counts every ordinary table's rows in one statement; keys are ``schema.table``.
+ROW_COUNTS_SQL = """
+SELECT n.nspname || '.' || c.relname,
+       (xpath('/row/c/text()', query_to_xml(
+            format('SELECT count(*) AS c FROM ONLY %I.%I', n.nspname, c.relname),
+            false, true, '')))[1]::text::bigint
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                    AND d.deptype = 'e')
+"""
+
+
+@dataclass(frozen=True)
+class ConnInfo:
+    """A parsed connection target. ``password`` is kept apart on purpose."""
+
+    params: Mapping[str, str]
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def parse(cls, url: str | None) -> ConnInfo:
+        if not url:
+            raise UsageError(
+                "no database given: set DATABASE_URL (postgresql://user:pass@host:5432/db) "
+                "or pass --database-url"
+            )
+        try:
+            params = pg_conninfo.conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            message = scrub(str(exc), [_password_in(url)])
+            raise UsageError(
+                f"DATABASE_URL is not a valid PostgreSQL URL ({redact_url(url)}): {message}"
+            ) from None
+        raw_password = params.pop("password", None)
+        password = None if raw_password is None else str(raw_password)
+        for port in str(params.get("port") or "").split(","):
+            if port and not port.isdigit():
+                raise UsageError(
+                    f"DATABASE_URL has an invalid port {port!r} ({redact_url(url)}); "
+                    "use postgresql://user:pass@host:5432/db"
+                )
+        return cls({k: str(v) for k, v in params.items() if v is not None}, password)
+
+    @property
+    def dbname(self) -> str:
+        return self.params.get("dbname") or os.environ.get("PGDATABASE") or self.user
+
+    @property
+    def user(self) -> str:
+        return self.params.get("user") or os.environ.get("PGUSER") or _os_user()
+
+    @property
+    def host(self) -> str:
+        return self.params.get("host") or os.environ.get("PGHOST") or "localhost"
+
+    @property
+    def port(self) -> int | None:
+        text = self.params.get("port") or os.environ.get("PGPORT")
+        return int(text) if text and text.isdigit() else None
+
+    def conninfo(self, **overrides: str) -> str:
+        """A libpq conninfo string without the password, safe for argv."""
+        return pg_conninfo.make_conninfo(**{**self.params, **overrides})
+
+    def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Environment for pg_dump/psql: the caller's, plus the password if we have one."""
+        env = dict(os.environ if base is None else base)
+        if self.password is not None:
+            env["PGPASSWORD"] = self.password
+        env.setdefault("PGCONNECT_TIMEOUT", str(CONNECT_TIMEOUT_S))
+        return env
+
+    def display(self) -> str:
+        """``user@host:port/db``, for people."""
+        port = f":{self.port}" if self.port else ""
+        return f"{self.user}@{self.host}{port}/{self.dbname}"
+
+    def secrets(self) -> list[str | None]:
+        return [self.password, os.environ.get("PGPASSWORD")]
+
+    def connect(self, **overrides: str) -> psycopg.Connection[Any]:
+        """A psycopg connection, with libpq's errors turned into one actionable line."""
+        kwargs: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S}
+        if self.password is not None:
+            kwargs["password"] = self.password
+        try:
+            return psycopg.connect(self.conninfo(**overrides), autocommit=True, **kwargs)
+        except psycopg.OperationalError as exc:
+            raise DatabaseError(self._explain(exc, overrides.get("dbname"))) from None
+
+    def _explain(self, exc: psycopg.OperationalError, dbname: str | None) -> str:
+        text = scrub(str(exc).strip(), self.secrets())
+        where = self.display() if dbname is None else f"{self.user}@{self.host}/{dbname}"
+        last = text.splitlines()[-1] if text else "unknown error"
+        if "password authentication failed" in text or "no password supplied" in text:
+            hint = "check the user and password in DATABASE_URL"
+        elif "does not exist" in text and "database" in text:
+            hint = "check the database name in DATABASE_URL"
+        elif "timeout" in text or "Connection refused" in text or "could not" in text:
+            hint = "check that the server is running and reachable from here"
+        else:
+            hint = "check DATABASE_URL and the server"
+        return f"cannot connect to {where}: {last.removeprefix('FATAL:  ')}; {hint}"
+
+
+def _password_in(url: str) -> str | None:
+    match = re.search(r"://[^:/@]*:([^@]*)@", url)
+    return match.group(1) if match else None
+
+
+def _os_user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What the pre-flight check learned about the server."""
+
+    version_num: int
+    version: str
+    database: str
+
+    @property
+    def major(self) -> int:
+        return self.version_num // 10000
+
+
+def preflight(conn: ConnInfo) -> ServerInfo:
+    """Connect once with psycopg to fail fast (exit 3) before any dump starts."""
+    with conn.connect() as db:
+        row = db.execute("SELECT current_setting('server_version'), current_database()").fetchone()
+        assert row is not None
+        return ServerInfo(db.info.server_version, str(row[0]), str(row[1]))
+
+
+def row_counts(db: psycopg.Connection[Any]) -> dict[str, int]:
+    """``{"schema.table": rows}`` for every user table, counted exactly."""
+    return {str(name): int(count) for name, count in db.execute(ROW_COUNTS_SQL).fetchall()}
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A PostgreSQL client program and its major version."""
+
+    path: str
+    version: str
+    major: int
+
+
+def _tool_version(path: str) -> Tool:
+    try:
+        out = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise DumpError(f"cannot run {path}: {exc}") from None
+    match = re.search(r"(\d+)(?:\.(\d+))?", out)
+    if not match:
+        raise DumpError(f"cannot read the version of {path} from {out!r}")
+    return Tool(path, out.split(")")[-1].strip() or out, int(match.group(1)))
+
+
+def find_tool(name: str, server_major: int, bin_dir: str | None = None) -> Tool:
+    """The ``name`` program (pg_dump, psql) able to talk to a ``server_major`` server.
+
+    pg_dump refuses servers newer than itself, so we look in ``bin_dir``, then
+    on PATH, then in Debian's side-by-side ``/usr/lib/postgresql/N/bin``, and
+    take the first whose major version is at least the server's.
+    """
+    candidates: list[str] = []
+    if bin_dir:
+        candidates.append(str(Path(bin_dir) / name))
+    on_path = shutil.which(name)
+    if on_path:
+        candidates.append(on_path)
+    versions = sorted(glob(f"/usr/lib/postgresql/*/bin/{name}"), key=_dir_major, reverse=True)
+    candidates.extend(versions)
+    found: list[Tool] = []
+    for path in dict.fromkeys(candidates):
+        if not os.access(path, os.X_OK):
+            continue
+        tool = _tool_version(path)
+        if tool.major >= server_major:
+            return tool
+        found.append(tool)
+    if not found:
+        raise DumpError(
+            f"{name} is not installed; install the PostgreSQL {server_major} client "
+            f"(e.g. apt-get install postgresql-client-{server_major}) or set pg_bin_dir"
+        )
+    newest = max(found, key=lambda tool: tool.major)
+    raise DumpError(
+        f"{name} {newest.major} ({newest.path}) cannot handle a PostgreSQL {server_major} "
+        f"server; install postgresql-client-{server_major} or newer, or set pg_bin_dir"
+    )
+
+
+def _dir_major(path: str) -> int:
+    name = Path(path).parent.parent.name
+    return int(name) if name.isdigit() else 0
+
+
+def pg_dump_command(tool: Tool, conn: ConnInfo) -> list[str]:
+    """argv for a plain, portable dump (the same flags as the start-up scripts)."""
+    return [tool.path, *PG_DUMP_FLAGS, f"--dbname={conn.conninfo()}"]
+
+
+def quote_ident(*parts: str) -> sql.Composable:
+    """A safely quoted, dotted identifier for psycopg queries."""
+    return sql.Identifier(*parts)

@@ -1,0 +1,405 @@
+"""Take a snapshot: pg_dump → scan → compress + hash → every store, then commit.
+
+The data flows one way through bounded channels::
+
+    pg_dump stdout ─► reader (row counts, trailer) ─► compressor + sha256 ─┬─► store A writer
+                                                                            └─► store B writer
+
+Each arrow is a thread boundary, so pg_dump, compression and uploads overlap
+and the slowest sets the pace. A store that fails is dropped from the fan-out
+(its partial object aborted) while the others go on; the snapshot then
+commits in the stores that succeeded and the command reports the failed one.
+
+The commit protocol, per store: the dump object is created exclusively, the
+stored bytes are re-read and their sha256 compared, and only then is the
+manifest written (exclusively): its presence is the commit point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import IO
+
+from backends.base import Writer
+from snapmgr import __version__
+from snapmgr.catalog import Store
+from snapmgr.codec import Digest, compressor
+from snapmgr.dumpscan import DumpScanner
+from snapmgr.errors import DumpError, IdTakenError, SnapmgrError, StorageError, VerificationError
+from snapmgr.manifest import (
+    DatabaseInfo,
+    Manifest,
+    dump_name,
+    make_id,
+    manifest_name,
+)
+from snapmgr.pipeline import Channel, Worker, join_all
+from snapmgr.postgres import ConnInfo, ServerInfo, Tool, pg_dump_command
+from snapmgr.progress import Progress
+from snapmgr.redact import scrub
+
+log = logging.getLogger("snapmgr")
+
+CHUNK = 1 << 20  # 1 MiB: large enough that per-chunk Python overhead is noise
+RAW_QUEUE = 4
+STORE_QUEUE = 16
+MAX_ID_ATTEMPTS = 100
+STDERR_TAIL = 64 * 1024
+PIPE_SIZE = 1 << 20
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+@dataclass(frozen=True)
+class SnapshotRequest:
+    """What to dump and how."""
+
+    conn: ConnInfo
+    server: ServerInfo
+    pg_dump: Tool
+    label: str
+    compression: str
+    level: int | None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    """The committed manifest, where it was committed, and stores that failed."""
+
+    manifest: Manifest
+    committed: tuple[Store, ...]
+    failed: tuple[tuple[Store, SnapmgrError], ...]
+
+
+@dataclass
+class _Target:
+    """One store's side of the fan-out."""
+
+    store: Store
+    writer: Writer
+    channel: Channel[bytes]
+    error: SnapmgrError | None = None
+
+
+def _reserve(
+    stores: list[Store], label: str, compression: str, now: datetime
+) -> tuple[str, list[Writer]]:
+    """Pick the first free ID for ``now`` and open an exclusive writer in every store."""
+    for attempt in range(1, MAX_ID_ATTEMPTS + 1):
+        snapshot_id = make_id(label, now, attempt)
+        writers: list[Writer] = []
+        try:
+            for store in stores:
+                _check_manifest_free(store, snapshot_id)
+                writers.append(store.backend.open_writer(dump_name(snapshot_id, compression)))
+            return snapshot_id, writers
+        except IdTakenError:
+            for writer in writers:
+                writer.abort()
+        except BaseException:
+            for writer in writers:
+                writer.abort()
+            raise
+    raise StorageError(f"could not find a free snapshot ID for {label} at {now:%H:%M:%S}")
+
+
+def _check_manifest_free(store: Store, snapshot_id: str) -> None:
+    from snapmgr.errors import NotFoundError
+
+    try:
+        store.backend.stat(manifest_name(snapshot_id))
+    except NotFoundError:
+        return
+    raise IdTakenError(f"snapshot {snapshot_id} already exists in {store.describe()}")
+
+
+def _enlarge_pipe(stream: IO[bytes]) -> None:
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(stream.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
+
+
+class DumpRun:
+    """One pg_dump child, its stderr tail, and the streaming stages around it."""
+
+    def __init__(
+        self, request: SnapshotRequest, targets: list[_Target], cancel: threading.Event
+    ) -> None:
+        self.request = request
+        self.targets = targets
+        self.cancel = cancel
+        self.scanner = DumpScanner()
+        self.digest = Digest()
+        self.raw: Channel[bytes] = Channel(RAW_QUEUE, self.cancel)
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(
+            pg_dump_command(request.pg_dump, request.conn),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=request.conn.child_env(),
+            start_new_session=True,  # our signal handling decides when it stops
+        )
+        assert self.proc.stdout is not None
+        _enlarge_pipe(self.proc.stdout)
+
+    def read_stage(self) -> None:
+        """pg_dump stdout → scanner → raw channel."""
+        stdout = self.proc.stdout
+        assert stdout is not None
+        while chunk := stdout.read(CHUNK):
+            self.scanner.feed(chunk)
+            self.raw.put(chunk)
+        self.scanner.finish()
+        self.raw.close()
+
+    def compress_stage(self) -> None:
+        """raw channel → compressor → sha256 → every live store channel."""
+        comp = compressor(self.request.compression, self.request.level)
+        for chunk in self.raw:
+            self._fan_out(comp.compress(chunk))
+        self._fan_out(comp.flush())
+        for target in self.targets:
+            if target.error is None:
+                target.channel.close()
+
+    def _fan_out(self, data: bytes) -> None:
+        if not data:
+            return
+        self.digest.update(data)
+        live = [t for t in self.targets if t.error is None]
+        if not live:
+            raise self.targets[0].error or StorageError("every store failed")
+        for target in live:
+            target.channel.put(data)
+
+    def store_stage(self, target: _Target) -> Callable[[], None]:
+        """store channel → writer; a failure drops only this store."""
+
+        def run() -> None:
+            try:
+                for data in target.channel:
+                    target.writer.write(data)
+            except SnapmgrError as exc:
+                target.error = exc
+                target.writer.abort()
+                if all(t.error is not None for t in self.targets):
+                    self.cancel.set()
+                    return
+                for _ in target.channel:  # keep draining so the fan-out never blocks on us
+                    pass
+
+        return run
+
+    def stop(self) -> None:
+        """Stop pg_dump (whole process group) if it is still running."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+    def stderr_tail(self) -> str:
+        self._stderr.seek(0, os.SEEK_END)
+        size = self._stderr.tell()
+        self._stderr.seek(max(0, size - STDERR_TAIL))
+        text = self._stderr.read().decode("utf-8", "replace")
+        return scrub(text, self.request.conn.secrets())
+
+    def close(self) -> None:
+        self._stderr.close()
+
+
+def take_snapshot(
+    request: SnapshotRequest, stores: list[Store], progress: Progress
+) -> SnapshotResult:
+    """Dump, store, verify and commit one snapshot in every store that succeeds."""
+    started = datetime.now(UTC)
+    clock = time.monotonic()
+    snapshot_id, writers = _reserve(stores, request.label, request.compression, started)
+    log.debug("reserved %s in %d store(s)", snapshot_id, len(stores))
+    cancel = threading.Event()
+    targets = [
+        _Target(store, writer, Channel(STORE_QUEUE, cancel))
+        for store, writer in zip(stores, writers, strict=True)
+    ]
+    run: DumpRun | None = None
+    try:
+        run = DumpRun(request, targets, cancel)
+        _stream(run, progress)
+        _check_dump(run)
+        _commit_writers(run)
+    except BaseException:
+        for target in targets:
+            target.writer.abort()
+        raise
+    finally:
+        if run is not None:
+            run.stop()
+            run.close()
+    live = [t for t in targets if t.error is None]
+    _verify_stored(run, live, snapshot_id)
+    manifest = _manifest(run, snapshot_id, started, time.monotonic() - clock)
+    committed = _write_manifests(manifest, live)
+    failed = tuple((t.store, t.error) for t in targets if t.error is not None)
+    return SnapshotResult(manifest, tuple(t.store for t in committed), failed)
+
+
+def _stream(run: DumpRun, progress: Progress) -> None:
+    workers = [
+        Worker("dump-reader", run.read_stage, run.cancel),
+        Worker("compressor", run.compress_stage, run.cancel),
+        *(Worker(f"store-{t.store.name}", run.store_stage(t), run.cancel) for t in run.targets),
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        with progress:
+            join_all(workers, lambda: progress.update(run.scanner.raw_size))
+    except BaseException:
+        run.cancel.set()
+        run.stop()
+        join_all(workers)
+        raise
+    errors = [w.error for w in workers if w.error is not None]
+    if errors:
+        run.stop()
+        if run.proc.returncode not in (0, None) and not isinstance(errors[0], SnapmgrError):
+            raise DumpError(_dump_failure(run)) from errors[0]
+        raise errors[0]
+    if all(t.error is not None for t in run.targets):
+        raise _first_store_error(run.targets)
+
+
+def _first_store_error(targets: list[_Target]) -> SnapmgrError:
+    target = next(t for t in targets if t.error is not None)
+    assert target.error is not None
+    return type(target.error)(f"store {target.store.describe()}: {target.error}")
+
+
+def _dump_failure(run: DumpRun) -> str:
+    lines = [line for line in run.stderr_tail().splitlines() if line.strip()]
+    detail = lines[-1] if lines else f"exit code {run.proc.returncode}"
+    return f"pg_dump failed: {detail.removeprefix('pg_dump: ')}"
+
+
+def _check_dump(run: DumpRun) -> None:
+    """pg_dump must exit 0 and its output must end with the 'dump complete' trailer."""
+    code = run.proc.wait()
+    if code != 0:
+        raise DumpError(_dump_failure(run) + "; nothing was committed")
+    reason = run.scanner.incomplete_reason()
+    if reason:
+        raise DumpError(f"pg_dump exited 0 but the dump is incomplete: {reason}")
+
+
+def _commit_writers(run: DumpRun) -> None:
+    for target in run.targets:
+        if target.error is not None:
+            continue
+        try:
+            target.writer.commit()
+        except SnapmgrError as exc:
+            target.error = exc
+            target.writer.abort()
+    if all(t.error is not None for t in run.targets):
+        raise _first_store_error(run.targets)
+
+
+def _verify_stored(run: DumpRun, live: list[_Target], snapshot_id: str) -> None:
+    """Re-read every stored copy in parallel and compare its sha256 and size."""
+    expected, size = run.digest.hexdigest(), run.digest.size
+    name = dump_name(snapshot_id, run.request.compression)
+
+    def check(target: _Target) -> Callable[[], None]:
+        def run_check() -> None:
+            digest = Digest()
+            try:
+                with target.store.backend.open_reader(name) as handle:
+                    while chunk := handle.read(CHUNK):
+                        digest.update(chunk)
+                if digest.size != size or digest.hexdigest() != expected:
+                    raise VerificationError(
+                        f"{target.store.backend.location(name)} does not match what was written "
+                        f"({digest.size} of {size} bytes, sha256 differs)"
+                    )
+            except SnapmgrError as exc:
+                target.error = exc
+                with contextlib.suppress(SnapmgrError):
+                    target.store.backend.delete([name])
+
+        return run_check
+
+    cancel = threading.Event()
+    workers = [Worker(f"verify-{t.store.name}", check(t), cancel) for t in live]
+    for worker in workers:
+        worker.start()
+    join_all(workers)
+    for worker in workers:
+        if worker.error is not None:
+            raise worker.error
+    if all(t.error is not None for t in live):
+        raise _first_store_error(live)
+
+
+def _manifest(run: DumpRun, snapshot_id: str, started: datetime, duration: float) -> Manifest:
+    request = run.request
+    return Manifest(
+        id=snapshot_id,
+        label=request.label,
+        created_at=started,
+        duration_s=round(duration, 3),
+        database=DatabaseInfo(
+            name=request.server.database,
+            host=request.conn.host,
+            port=request.conn.port,
+            user=request.conn.user,
+            server_version=request.server.version,
+        ),
+        pg_dump_version=request.pg_dump.version,
+        format="plain",
+        compression=request.compression,
+        compression_level=request.level,
+        size=run.digest.size,
+        raw_size=run.scanner.raw_size,
+        sha256=run.digest.hexdigest(),
+        tables=dict(sorted(run.scanner.tables.items())),
+        tags=dict(request.tags),
+        snapmgr_version=__version__,
+    )
+
+
+def _write_manifests(manifest: Manifest, live: list[_Target]) -> list[_Target]:
+    """The commit point: write the manifest into every store whose dump verified."""
+    committed = []
+    payload = manifest.to_json()
+    for target in live:
+        if target.error is not None:
+            continue
+        try:
+            target.store.backend.put_bytes(manifest.manifest_name, payload)
+        except SnapmgrError as exc:
+            target.error = exc
+            with contextlib.suppress(SnapmgrError):
+                target.store.backend.delete([manifest.dump_name])
+            continue
+        committed.append(target)
+    if not committed:
+        raise _first_store_error(live)
+    return committed
