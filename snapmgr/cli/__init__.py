@@ -1,14 +1,19 @@
 """The ``snapmgr`` command line: a thin typer layer over :mod:`snapmgr.manager`.
 
-Each command group lives in its own module and registers on the shared
-``app`` through :func:`snapmgr.cli.common.command`.
+Each command group lives in its own module named ``*_cmds`` (or ``*_cmd``)
+with a module-level ``app = typer.Typer()`` on which it registers commands
+through :func:`snapmgr.cli.common.command`; this package collects them all.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from typing import Annotated
+
 import typer
 
-from snapmgr.cli import demo_cmd, snapshot_cmds
+from snapmgr import __version__
 
 app = typer.Typer(
     name="snapmgr",
@@ -18,8 +23,32 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-for group in (snapshot_cmds, demo_cmd):
-    app.registered_commands.extend(group.app.registered_commands)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"snapmgr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Verified, compressed PostgreSQL snapshots: snapshot, restore, prune, guard."""
+
+
+def _collect() -> None:
+    for module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if module.name.endswith(("_cmds", "_cmd")):
+            group = importlib.import_module(f"{__name__}.{module.name}")
+            app.registered_commands.extend(group.app.registered_commands)
+
+
+_collect()
 
 
 def main() -> None:
