@@ -1,0 +1,69 @@
+"""Compression round trips and truncation/corruption detection for every codec."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+
+import pytest
+
+from snapmgr.codec import check_level, compressor, decompressor
+from snapmgr.errors import ConfigError, VerificationError
+
+DATA = b"".join(b"%d\tsome text row %d\t{\"k\": %d}\n" % (i, i * 7, i % 13) for i in range(50_000))
+DATA += os.urandom(4096)
+
+
+def compress(kind: str, level: int | None = None) -> bytes:
+    comp = compressor(kind, check_level(kind, level))
+    chunks = [comp.compress(DATA[i : i + 65536]) for i in range(0, len(DATA), 65536)]
+    return b"".join(chunks) + comp.flush()
+
+
+def inflate(kind: str, blob: bytes, step: int = 7777) -> bytes:
+    dec = decompressor(kind)
+    out = [dec.decompress(blob[i : i + step]) for i in range(0, len(blob), step)]
+    out.append(dec.finish())
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd", "none"])
+def test_round_trip(kind: str) -> None:
+    assert inflate(kind, compress(kind)) == DATA
+
+
+def test_gzip_output_is_standard_and_gunzip_reads_it() -> None:
+    blob = compress("gzip")
+    assert gzip.decompress(blob) == DATA
+    assert subprocess.run(["gunzip", "-c"], input=blob, capture_output=True).stdout == DATA
+
+
+def test_concatenated_gzip_members_are_read_like_gunzip() -> None:
+    blob = gzip.compress(b"a\n") + gzip.compress(b"b\n")
+    assert inflate("gzip", blob, step=5) == b"a\nb\n"
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_truncation_is_detected(kind: str) -> None:
+    blob = compress(kind)
+    with pytest.raises(VerificationError, match="truncated"):
+        inflate(kind, blob[: len(blob) - 100])
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_corruption_is_detected(kind: str) -> None:
+    blob = bytearray(compress(kind))
+    blob[len(blob) // 2] ^= 0xFF
+    with pytest.raises(VerificationError):
+        inflate(kind, bytes(blob))
+
+
+def test_levels_are_checked() -> None:
+    assert check_level("gzip", None) == 2
+    assert check_level("zstd", None) == 3
+    assert check_level("none", 5) is None
+    with pytest.raises(ConfigError, match="compression_level"):
+        check_level("gzip", 4)
+    with pytest.raises(ConfigError, match="compression"):
+        check_level("brotli", None)

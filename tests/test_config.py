@@ -1,0 +1,116 @@
+"""Configuration layering, validation and redaction (no database needed)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from snapmgr.config import KEYS, load_config
+from snapmgr.errors import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "snapmgr.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_precedence_flag_over_env_over_file_over_default(tmp_path: Path) -> None:
+    path = write(tmp_path, 'label = "from_file"\ncompression = "zstd"\n')
+    env = {"SNAPMGR_LABEL": "from_env"}
+    config = load_config({"label": "from_flag"}, env, path)
+    assert config["label"] == "from_flag"
+    assert config.sources["label"] == "flag"
+    config = load_config({}, env, path)
+    assert (config["label"], config.sources["label"]) == ("from_env", "env SNAPMGR_LABEL")
+    assert (config["compression"], config.sources["compression"]) == ("zstd", f"file {path}")
+    assert load_config({}, {}, None)["label"] == "pre_migration"
+
+
+def test_legacy_variables_and_config_from_env(tmp_path: Path) -> None:
+    path = write(tmp_path, 'pointer_file = "/srv/ptr"\n')
+    config = load_config(
+        {}, {"BACKUP_DIR": "/srv/snaps", "DATABASE_URL": "postgresql://a@b/c",
+             "SNAPMGR_CONFIG": path}, None,
+    )  # fmt: skip
+    assert config["backup_dir"] == "/srv/snaps"
+    assert config.database_url == "postgresql://a@b/c"
+    assert config["pointer_file"] == "/srv/ptr"
+    assert config.selected_stores()[0].url == "/srv/snaps"
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ('compresion = "zstd"\n', "compresion"),
+        ("[retention]\nkeep_dayly = 3\n", "retention.keep_dayly"),
+        ("keep_daily = 3\n", "keep_daily"),
+        ('compression = "lzma"\n', "compression"),
+        ("[retention]\nkeep_daily = -5\n", "keep_daily"),
+        ('orphan_grace = "soon"\n', "orphan_grace"),
+        ('timezone = "Mars/Olympus"\n', "timezone"),
+        ('[stores.x]\nbackend = "local"\n', "stores.x.url"),
+        ('default_stores = ["nope"]\n', "nope"),
+        ("compression_level = 9\n", "compression_level"),
+        ("label = \"../x\"\n", "label"),
+    ],
+)
+def test_bad_files_name_the_key(tmp_path: Path, text: str, named: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        load_config({}, {}, write(tmp_path, text))
+
+
+def test_bad_env_value_names_variable() -> None:
+    with pytest.raises(ConfigError, match="SNAPMGR_KEEP_DAILY"):
+        load_config({}, {"SNAPMGR_KEEP_DAILY": "many"}, None)
+
+
+def test_missing_and_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config({}, {}, str(tmp_path / "absent.toml"))
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config({}, {}, write(tmp_path, "label = \n"))
+
+
+def test_example_file_is_valid_and_documents_every_key() -> None:
+    config = load_config({}, {}, str(EXAMPLE))
+    assert config["compression"] == "gzip"
+    text = EXAMPLE.read_text()
+    for key in KEYS:
+        assert re.search(rf"^#? ?{key} = ", text, re.MULTILINE), f"{key} undocumented"
+    parsed = tomllib.loads(text)
+    assert set(parsed) <= set(KEYS) | {"retention", "stores"}
+
+
+def test_redacted_output_hides_passwords_and_secret_options(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[stores.s3]\nurl = "s3://bucket/p"\naws_secret_access_key = "AKSECRETVALUE"\n'
+        'sse_kms_key_id = "arn:kms:key"\n',
+    )
+    config = load_config({}, {"DATABASE_URL": "postgresql://app:Hunter2pw@db/app"}, path)
+    shown = str(config.redacted())
+    assert "Hunter2pw" not in shown and "AKSECRETVALUE" not in shown
+    assert "app:***@db" in shown
+    assert "arn:kms:key" in shown
+
+
+def test_store_specs_resolve_to_backends(tmp_path: Path) -> None:
+    path = write(tmp_path, '[stores.offsite]\nurl = "s3://b/app"\nregion = "eu-west-1"\n')
+    config = load_config({}, {}, path)
+    kinds = {s.name: (s.kind, s.url) for s in config.selected_stores(
+        ["offsite", "/var/x", "file:///y", "memory://z", "fsspec+s3://b/q", "gcs://g/p"])}
+    assert kinds == {
+        "offsite": ("s3", "s3://b/app"),
+        "/var/x": ("local", "/var/x"),
+        "file:///y": ("local", "file:///y"),
+        "memory://z": ("fsspec", "memory://z"),
+        "fsspec+s3://b/q": ("fsspec", "s3://b/q"),
+        "gcs://g/p": ("fsspec", "gcs://g/p"),
+    }
+    assert config.stores["offsite"].options == {"region": "eu-west-1"}
