@@ -79,8 +79,8 @@ def load_sample(cluster: TempCluster, dbname: str) -> str:
 def _damage(url: str) -> str:
     """Break the database the way a bad migration does; returns what was done."""
     with ConnInfo.parse(url).connect() as db:
-        tables = {name for name, _ in db.execute(
-            "SELECT tablename, 1 FROM pg_tables WHERE schemaname = 'public'").fetchall()}  # fmt: skip
+        rows = db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        tables = {str(row[0]) for row in rows.fetchall()}
         if "rental" in tables:
             db.execute("DROP TABLE public.payment CASCADE")
             db.execute("UPDATE public.customer SET email = NULL")

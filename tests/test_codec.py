@@ -11,7 +11,7 @@ import pytest
 from snapmgr.codec import check_level, compressor, decompressor
 from snapmgr.errors import ConfigError, VerificationError
 
-DATA = b"".join(b"%d\tsome text row %d\t{\"k\": %d}\n" % (i, i * 7, i % 13) for i in range(50_000))
+DATA = b"".join(b'%d\tsome text row %d\t{"k": %d}\n' % (i, i * 7, i % 13) for i in range(50_000))
 DATA += os.urandom(4096)
 
 
@@ -36,7 +36,9 @@ def test_round_trip(kind: str) -> None:
 def test_gzip_output_is_standard_and_gunzip_reads_it() -> None:
     blob = compress("gzip")
     assert gzip.decompress(blob) == DATA
-    assert subprocess.run(["gunzip", "-c"], input=blob, capture_output=True).stdout == DATA
+    assert (
+        subprocess.run(["gunzip", "-c"], input=blob, capture_output=True, check=True).stdout == DATA
+    )
 
 
 def test_concatenated_gzip_members_are_read_like_gunzip() -> None:

@@ -57,7 +57,7 @@ def test_legacy_variables_and_config_from_env(tmp_path: Path) -> None:
         ('[stores.x]\nbackend = "local"\n', "stores.x.url"),
         ('default_stores = ["nope"]\n', "nope"),
         ("compression_level = 9\n", "compression_level"),
-        ("label = \"../x\"\n", "label"),
+        ('label = "../x"\n', "label"),
     ],
 )
 def test_bad_files_name_the_key(tmp_path: Path, text: str, named: str) -> None:
@@ -103,8 +103,12 @@ def test_redacted_output_hides_passwords_and_secret_options(tmp_path: Path) -> N
 def test_store_specs_resolve_to_backends(tmp_path: Path) -> None:
     path = write(tmp_path, '[stores.offsite]\nurl = "s3://b/app"\nregion = "eu-west-1"\n')
     config = load_config({}, {}, path)
-    kinds = {s.name: (s.kind, s.url) for s in config.selected_stores(
-        ["offsite", "/var/x", "file:///y", "memory://z", "fsspec+s3://b/q", "gcs://g/p"])}
+    kinds = {
+        s.name: (s.kind, s.url)
+        for s in config.selected_stores(
+            ["offsite", "/var/x", "file:///y", "memory://z", "fsspec+s3://b/q", "gcs://g/p"]
+        )
+    }
     assert kinds == {
         "offsite": ("s3", "s3://b/app"),
         "/var/x": ("local", "/var/x"),

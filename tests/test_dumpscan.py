@@ -68,7 +68,7 @@ def scan(data: bytes, cuts: list[int], rewrite: bool = False) -> tuple[DumpScann
     scanner = DumpScanner(rewrite=rewrite)
     out = []
     last = 0
-    for cut in sorted(set(cuts)) + [len(data)]:
+    for cut in [*sorted(set(cuts)), len(data)]:
         out.append(scanner.feed(data[last:cut]))
         last = cut
     out.append(scanner.finish())

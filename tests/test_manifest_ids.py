@@ -70,4 +70,6 @@ def test_redact_url(url: str, shown: str) -> None:
 
 
 def test_scrub() -> None:
-    assert scrub("failed for hunter22 at hunter22", ["hunter22", None, ""]) == "failed for *** at ***"
+    assert (
+        scrub("failed for hunter22 at hunter22", ["hunter22", None, ""]) == "failed for *** at ***"
+    )
