@@ -15,6 +15,7 @@ import inspect
 import json
 import logging
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -130,9 +131,19 @@ def fail(ctx: Ctx | None, message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def run_guarded(ctx: Ctx, body: Callable[[], int | None]) -> None:
-    """Run a command body, mapping every failure to one line and an exit code."""
+    """Run a command body, mapping every failure to one line and an exit code.
+
+    SIGTERM (what PaaS platforms and Kubernetes send) is handled like Ctrl-C:
+    it unwinds through the same cleanup, so a partial upload is aborted and
+    a restore rolled back instead of the process dying mid-step.
+    """
     setup_logging(ctx.quiet, ctx.verbose)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         code = body()
     except typer.Exit:
