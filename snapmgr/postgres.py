@@ -200,18 +200,21 @@ def _tool_version(path: str) -> Tool:
 def find_tool(name: str, server_major: int, bin_dir: str | None = None) -> Tool:
     """The ``name`` program (pg_dump, psql) able to talk to a ``server_major`` server.
 
-    pg_dump refuses servers newer than itself, so we look in ``bin_dir``, then
-    on PATH, then in Debian's side-by-side ``/usr/lib/postgresql/N/bin``, and
+    pg_dump refuses servers newer than itself. An explicit ``bin_dir`` is the
+    user's choice and the only place looked at; otherwise we try PATH, then
+    Debian's side-by-side ``/usr/lib/postgresql/N/bin``, newest first, and
     take the first whose major version is at least the server's.
     """
-    candidates: list[str] = []
     if bin_dir:
-        candidates.append(str(Path(bin_dir) / name))
-    on_path = shutil.which(name)
-    if on_path:
-        candidates.append(on_path)
-    versions = sorted(glob(f"/usr/lib/postgresql/*/bin/{name}"), key=_dir_major, reverse=True)
-    candidates.extend(versions)
+        candidates = [str(Path(bin_dir) / name)]
+        where = f"in pg_bin_dir {bin_dir}"
+    else:
+        on_path = shutil.which(name)
+        candidates = [on_path] if on_path else []
+        candidates += sorted(
+            glob(f"/usr/lib/postgresql/*/bin/{name}"), key=_dir_major, reverse=True
+        )
+        where = "on PATH or in /usr/lib/postgresql"
     found: list[Tool] = []
     for path in dict.fromkeys(candidates):
         if not os.access(path, os.X_OK):
@@ -222,12 +225,12 @@ def find_tool(name: str, server_major: int, bin_dir: str | None = None) -> Tool:
         found.append(tool)
     if not found:
         raise DumpError(
-            f"{name} is not installed; install the PostgreSQL {server_major} client "
+            f"{name} not found {where}; install the PostgreSQL {server_major} client "
             f"(e.g. apt-get install postgresql-client-{server_major}) or set pg_bin_dir"
         )
     newest = max(found, key=lambda tool: tool.major)
     raise DumpError(
-        f"{name} {newest.major} ({newest.path}) cannot handle a PostgreSQL {server_major} "
+        f"{name} {newest.major} ({newest.path}) is older than the PostgreSQL {server_major} "
         f"server; install postgresql-client-{server_major} or newer, or set pg_bin_dir"
     )
 
