@@ -30,7 +30,7 @@ TEMP_PREFIX = "."
 
 def _storage_error(action: str, path: Path, exc: OSError) -> StorageError:
     reason = exc.strerror or str(exc)
-    if exc.errno == errno.ENOSPC:
+    if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         hint = "free some space or choose another store"
     elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         hint = "check the directory's permissions or choose another BACKUP_DIR"
