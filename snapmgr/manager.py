@@ -15,14 +15,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
-from snapmgr.catalog import Entry, Store, list_entries, open_stores, resolve
+from snapmgr.catalog import LATEST, Entry, Store, list_entries, open_stores, resolve
 from snapmgr.config import Config
-from snapmgr.errors import StorageError
+from snapmgr.durations import Duration
+from snapmgr.errors import SafetyRefusal, StorageError, UsageError
+from snapmgr.health import HealthReport, assess
 from snapmgr.manifest import validate_label
 from snapmgr.pointer import write_pointer
 from snapmgr.postgres import ConnInfo, find_tool, preflight
 from snapmgr.progress import NullProgress, Progress, make_progress
+from snapmgr.prune import (
+    Deletion,
+    PolicyChoice,
+    PrunePlan,
+    PruneResult,
+    choose_policy,
+    delete_snapshots,
+    execute_plan,
+    plan_prune,
+)
+from snapmgr.retention import EmptyPolicyError
 from snapmgr.snapshot import SnapshotRequest, SnapshotResult, take_snapshot
 from snapmgr.verify import VerifyResult, verify_all_copies
 
@@ -127,3 +142,74 @@ class SnapshotManager:
             except StorageError as exc:
                 raise StorageError(f"store {store.describe()}: {exc}") from exc
         return Entry(updated, entry.stores)
+
+    def retention_policy(self, flags: Mapping[str, object] | None = None) -> PolicyChoice:
+        """The policy from ``--keep-*`` values if any is set, else the ``[retention]`` config."""
+        return choose_policy(self.config, flags or {})
+
+    def plan_prune(
+        self,
+        choice: PolicyChoice | None = None,
+        *,
+        label: str | None = None,
+        now: datetime | None = None,
+    ) -> PrunePlan:
+        """What ``prune`` would keep and remove, and why; touches nothing.
+
+        Raises ``SafetyRefusal`` for an empty policy.
+        """
+        choice = choice or self.retention_policy()
+        try:
+            return plan_prune(
+                self.stores,
+                choice,
+                grace=self.config["orphan_grace"],
+                tz=ZoneInfo(self.config["timezone"]),
+                now=now or datetime.now(UTC),
+                label=validate_label(label) if label is not None else None,
+            )
+        except EmptyPolicyError:
+            raise SafetyRefusal(
+                f"refusing to prune: the retention policy (from {choice.source}) is empty and "
+                "would remove every snapshot but the newest; pass e.g. --keep-daily 7 "
+                "--keep-weekly 4 --keep-monthly 6, or set keep_* in the config's [retention] "
+                "table (or SNAPMGR_KEEP_DAILY=7)"
+            ) from None
+
+    def prune(self, plan: PrunePlan, *, dry_run: bool = False) -> PruneResult:
+        """Delete what ``plan`` removes: manifests first, then dumps and old orphans.
+
+        Stores that failed are listed in the result (the CLI exits 5).
+        """
+        return execute_plan(plan, dry_run=dry_run)
+
+    def delete(self, snapshot_id: str) -> tuple[Entry, Deletion]:
+        """Delete one snapshot (by ID, not ``latest``) from every store holding it,
+        manifest first. A pinned snapshot is refused (``SafetyRefusal``)."""
+        if snapshot_id == LATEST:
+            raise UsageError("delete needs the snapshot's ID, not `latest`; see `snapmgr list`")
+        entry = self.find(snapshot_id)
+        if entry.manifest.pinned:
+            raise SafetyRefusal(
+                f"snapshot {entry.id} is pinned; run `snapmgr unpin {entry.id}` first"
+            )
+        return entry, delete_snapshots([entry])
+
+    def check(
+        self,
+        max_age: Duration,
+        min_count: int = 1,
+        *,
+        label: str | None = None,
+        now: datetime | None = None,
+    ) -> HealthReport:
+        """Is the newest committed snapshot younger than ``max_age`` (measured against
+        now), and are there at least ``min_count``?"""
+        return assess(
+            self.list_snapshots(),
+            max_age=max_age,
+            min_count=min_count,
+            now=now or datetime.now(UTC),
+            where=", ".join(store.describe() for store in self.stores),
+            label=label,
+        )
