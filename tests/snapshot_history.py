@@ -23,11 +23,12 @@ from tests.pgutil import Server
 
 @dataclass(frozen=True)
 class Template:
-    """A real snapshot's dump bytes and manifest."""
+    """A real snapshot's dump bytes and manifest, and the store it was taken into."""
 
     dump: bytes
     manifest: dict[str, Any]
     suffix: str
+    store: Path
 
     def manifest_for(self, snapshot_id: str, label: str, created: datetime, pinned: bool) -> bytes:
         data = dict(self.manifest)
@@ -47,7 +48,8 @@ def take_template(cli: Cli, server: Server, dbname: str) -> Template:
     snapshot_id = cli.ok("snapshot", env={"DATABASE_URL": server.url(dbname)}).stdout.strip()
     manifest = json.loads((cli.store / f"{snapshot_id}.json").read_text())
     suffix = {"gzip": ".sql.gz", "zstd": ".sql.zst", "none": ".sql"}[manifest["compression"]]
-    return Template((cli.store / f"{snapshot_id}{suffix}").read_bytes(), manifest, suffix)
+    dump = (cli.store / f"{snapshot_id}{suffix}").read_bytes()
+    return Template(dump, manifest, suffix, cli.store)
 
 
 def at(text: str) -> datetime:
@@ -100,3 +102,23 @@ def state(store: Path) -> dict[str, tuple[int, float, bytes]]:
         path.name: (path.stat().st_size, path.stat().st_mtime, path.read_bytes())
         for path in sorted(store.iterdir())
     }
+
+
+def plant_s3(
+    client: Any,
+    bucket: str,
+    prefix: str,
+    template: Template,
+    created: datetime,
+    *,
+    label: str = "nightly",
+    pinned: bool = False,
+    manifest: bool = True,
+) -> str:
+    """:func:`plant` into an S3 bucket (the objects' mtime is the upload time)."""
+    new_id = snapshot_id(label, created)
+    client.put_object(Bucket=bucket, Key=f"{prefix}/{new_id}{template.suffix}", Body=template.dump)
+    if manifest:
+        body = template.manifest_for(new_id, label, created, pinned)
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{new_id}.json", Body=body)
+    return new_id

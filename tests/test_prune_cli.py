@@ -9,16 +9,32 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from tests.conftest import Cli
+from tests.metrics_text import parse_metrics
 from tests.pgutil import Server
-from tests.snapshot_history import Template, at, names, plant, set_mtime, state, take_template
+from tests.s3_server import FaultProxy, aws_env, bucket_keys, moto_server, new_bucket, s3_client
+from tests.snapshot_history import (
+    Template,
+    at,
+    names,
+    plant,
+    plant_s3,
+    set_mtime,
+    state,
+    take_template,
+)
+
+__all__ = ["moto_server"]  # a fixture, used by name
 
 DAY = timedelta(days=1)
 
@@ -39,6 +55,27 @@ def daily(store: Path, template: Template, last: str, days: int, **kw: Any) -> l
     return [plant(store, template, newest - n * DAY, **kw) for n in range(days)]
 
 
+@dataclass(frozen=True)
+class Where:
+    """A store directory reached through the local backend or fsspec's file filesystem."""
+
+    path: Path
+    backend: str
+
+    @property
+    def args(self) -> tuple[str, str]:
+        spec = str(self.path) if self.backend == "local" else f"fsspec+file://{self.path}"
+        return ("--store", spec)
+
+    def location(self, name: str) -> str:
+        return str(self.path / name) if self.backend == "local" else f"file://{self.path / name}"
+
+
+@pytest.fixture(params=["local", "fsspec"])
+def where(request: pytest.FixtureRequest, cli: Cli) -> Where:
+    return Where(cli.store, request.param)
+
+
 def run_json(cli: Cli, *args: str, env: dict[str, str] | None = None) -> Any:
     return json.loads(cli.ok(*args, "--json", env=env).stdout)
 
@@ -55,17 +92,19 @@ def committed_ids(store: Path) -> set[str]:
     return {name.removesuffix(".json") for name in names(store) if name.endswith(".json")}
 
 
-def assert_consistent(cli: Cli, store: Path, suffix: str) -> None:
+def assert_consistent(cli: Cli, store: Path, suffix: str, *args: str) -> None:
     """Every manifest has its dump, and `list` shows exactly the committed snapshots."""
     for snapshot_id in committed_ids(store):
         assert (store / f"{snapshot_id}{suffix}").exists(), snapshot_id
-    listed = run_json(cli, "list", "--store", str(store))
+    listed = run_json(cli, "list", *(args or ("--store", str(store))))
     assert {item["id"] for item in listed} == committed_ids(store)
 
 
-def test_keeps_exactly_what_restic_keeps_and_says_why(cli: Cli, template: Template) -> None:
+def test_keeps_exactly_what_restic_keeps_and_says_why(
+    cli: Cli, template: Template, where: Where
+) -> None:
     ids = daily(cli.store, template, "2025-09-30 02:00", 122)  # 2025-06-01 .. 2025-09-30
-    report = run_json(cli, "prune", "--keep-daily", "7", "--keep-weekly", "4",
+    report = run_json(cli, "prune", *where.args, "--keep-daily", "7", "--keep-weekly", "4",
                       "--keep-monthly", "6")  # fmt: skip
 
     # Worked out by hand: 7 days; the newest of ISO weeks 40, 39, 38, 37 (2025-09-30 is a
@@ -88,8 +127,8 @@ def test_keeps_exactly_what_restic_keeps_and_says_why(cli: Cli, template: Templa
     assert report["policy"]["source"] == "--keep-* flags"
     assert committed_ids(cli.store) == set(expected_ids)
     assert len(names(cli.store)) == 2 * len(expected_ids)
-    assert_consistent(cli, cli.store, template.suffix)
-    cli.ok("verify", "--all")
+    assert_consistent(cli, cli.store, template.suffix, *where.args)
+    cli.ok("verify", "--all", *where.args)
 
 
 def test_human_output_explains_every_decision(cli: Cli, template: Template) -> None:
@@ -102,13 +141,13 @@ def test_human_output_explains_every_decision(cli: Cli, template: Template) -> N
     assert out[-1] == "kept 2, removed 1 snapshot(s) and 0 orphan(s)"
 
 
-def test_dry_run_changes_nothing(cli: Cli, template: Template) -> None:
+def test_dry_run_changes_nothing(cli: Cli, template: Template, where: Where) -> None:
     ids = daily(cli.store, template, "2025-09-30 02:00", 10)
     orphan = plant(cli.store, template, datetime.now(UTC) - 3 * DAY, manifest=False)
     before = state(cli.store)
 
-    human = cli.ok("prune", "--dry-run", "--keep-last", "3").stdout
-    report = run_json(cli, "prune", "--dry-run", "--keep-last", "3")
+    human = cli.ok("prune", *where.args, "--dry-run", "--keep-last", "3").stdout
+    report = run_json(cli, "prune", *where.args, "--dry-run", "--keep-last", "3")
 
     assert state(cli.store) == before
     assert report["dry_run"] is True
@@ -118,7 +157,7 @@ def test_dry_run_changes_nothing(cli: Cli, template: Template) -> None:
         (f"{orphan}{template.suffix}", True, False)
     ]
     assert f"would remove {ids[3]}" in human
-    assert f"would remove orphan {cli.store / (orphan + template.suffix)} (age 3d)" in human
+    assert f"would remove orphan {where.location(orphan + template.suffix)} (age 3d)" in human
     assert "nothing was deleted" in human.splitlines()[-1]
 
 
@@ -223,7 +262,9 @@ def test_timezone_moves_the_day_buckets(cli: Cli, template: Template) -> None:
     assert f"{b}  2025-01-02 09:30:00 JST  daily" in human
 
 
-def test_old_orphans_are_removed_and_young_ones_kept(cli: Cli, template: Template) -> None:
+def test_old_orphans_are_removed_and_young_ones_kept(
+    cli: Cli, template: Template, where: Where
+) -> None:
     ids = daily(cli.store, template, "2025-09-30 02:00", 2)
     now = datetime.now(UTC)
     old = plant(cli.store, template, now - 3 * DAY, label="crashed", manifest=False)
@@ -234,26 +275,30 @@ def test_old_orphans_are_removed_and_young_ones_kept(cli: Cli, template: Templat
         path.write_bytes(b"partial")
         set_mtime(path, when)
 
-    out = cli.ok("prune", "--keep-last", "5").stdout
+    out = cli.ok("prune", *where.args, "--keep-last", "5").stdout
     old_dump = cli.store / f"{old}{template.suffix}"
     young_dump = cli.store / f"{young}{template.suffix}"
-    assert f"remove orphan {old_dump} (age 3d)" in out
-    assert f"remove orphan {old_temp} (age 2d)" in out
-    assert f"keep orphan {young_dump} (age 2h < orphan_grace 24h)" in out
-    assert f"keep orphan {young_temp} (age 5min < orphan_grace 24h)" in out
+    assert f"remove orphan {where.location(old_dump.name)} (age 3d)" in out
+    assert f"remove orphan {where.location(old_temp.name)} (age 2d)" in out
+    assert f"keep orphan {where.location(young_dump.name)} (age 2h < orphan_grace 24h)" in out
+    assert f"keep orphan {where.location(young_temp.name)} (age 5min < orphan_grace 24h)" in out
     assert "kept 2, removed 0 snapshot(s) and 2 orphan(s), 2 younger orphan(s) left alone" in out
     assert not old_dump.exists() and not old_temp.exists()
     assert young_dump.exists() and young_temp.exists()
     assert committed_ids(cli.store) == set(ids)
 
-    report = run_json(cli, "prune", "--keep-last", "5", env={"SNAPMGR_ORPHAN_GRACE": "1h"})
+    report = run_json(
+        cli, "prune", *where.args, "--keep-last", "5", env={"SNAPMGR_ORPHAN_GRACE": "1h"}
+    )
     assert {o["name"]: o["removed"] for o in report["orphans"]} == {
         young_dump.name: True,
         young_temp.name: False,
     }
 
 
-def test_interrupted_prune_leaves_a_consistent_store(cli: Cli, template: Template) -> None:
+def test_interrupted_prune_leaves_a_consistent_store(
+    cli: Cli, template: Template, where: Where
+) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
     ids = [plant(cli.store, template, now - n * timedelta(hours=6)) for n in range(2)]
     ids += daily(cli.store, template, "2025-09-30 02:00", 3)
@@ -262,11 +307,11 @@ def test_interrupted_prune_leaves_a_consistent_store(cli: Cli, template: Templat
     for snapshot_id in ids[1:4]:
         (cli.store / f"{snapshot_id}.json").unlink()
 
-    assert_consistent(cli, cli.store, template.suffix)
-    assert {item["id"] for item in run_json(cli, "list")} == {ids[0], ids[4]}
-    cli.ok("verify", "--all")
+    assert_consistent(cli, cli.store, template.suffix, *where.args)
+    assert {item["id"] for item in run_json(cli, "list", *where.args)} == {ids[0], ids[4]}
+    cli.ok("verify", "--all", *where.args)
 
-    report = run_json(cli, "prune", "--keep-last", "2")
+    report = run_json(cli, "prune", *where.args, "--keep-last", "2")
     assert set(kept(report)) == {ids[0], ids[4]}
     leftovers = {o["name"]: o["removed"] for o in report["orphans"]}
     assert leftovers == {
@@ -274,9 +319,9 @@ def test_interrupted_prune_leaves_a_consistent_store(cli: Cli, template: Templat
         f"{ids[2]}{template.suffix}": True,
         f"{ids[3]}{template.suffix}": True,
     }
-    assert_consistent(cli, cli.store, template.suffix)
+    assert_consistent(cli, cli.store, template.suffix, *where.args)
 
-    run_json(cli, "prune", "--keep-last", "2", env={"SNAPMGR_ORPHAN_GRACE": "1h"})
+    run_json(cli, "prune", *where.args, "--keep-last", "2", env={"SNAPMGR_ORPHAN_GRACE": "1h"})
     assert names(cli.store) == {f"{i}{suffix}" for i in (ids[0], ids[4])
                                 for suffix in (".json", template.suffix)}  # fmt: skip
 
@@ -428,17 +473,69 @@ def test_prune_metrics_file(cli: Cli, template: Template, tmp_path: Path) -> Non
     assert parse_metrics(metrics.read_text())[f"snapmgr_last_prune_success{label}"] == 0
 
 
-def parse_metrics(text: str) -> dict[str, float]:
-    """Sample lines of the Prometheus text format; every family has HELP and TYPE gauge."""
-    samples: dict[str, float] = {}
-    families = set()
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ")
-            assert kind == "gauge"
-            families.add(name)
-        elif line and not line.startswith("#"):
-            key, value = line.rsplit(" ", 1)
-            assert key.split("{")[0] in families
-            samples[key] = float(value)
-    return samples
+class RequestLog(FaultProxy):
+    """A proxy in front of the moto server that forwards everything and records
+    each request's method and path."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__(target, fail_from_part=1 << 30)
+        self.requests: list[tuple[str, str]] = []
+
+    def _should_cut(self, method: str, path: str) -> int | None:
+        self.requests.append((method, path))
+        return None
+
+    def delete_calls(self) -> int:
+        return sum(
+            method == "POST" and "delete" in parse_qs(urlsplit(path).query, keep_blank_values=True)
+            for method, path in self.requests
+        )
+
+
+def test_prune_on_s3_batches_deletes_and_keeps_the_store_consistent(
+    cli: Cli, template: Template, moto_server: str
+) -> None:
+    client = s3_client(moto_server)
+    bucket = new_bucket(client)
+    newest = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    ids = [plant_s3(client, bucket, "db", template, newest - n * DAY) for n in range(6)]
+    crashed = plant_s3(client, bucket, "db", template, newest, label="crashed", manifest=False)
+    store = ("--store", f"s3://{bucket}/db")
+
+    def keys() -> set[str]:
+        return {key.removeprefix("db/") for key in bucket_keys(client, bucket)}
+
+    def objects(*snapshot_ids: str) -> set[str]:
+        return {f"{i}{s}" for i in snapshot_ids for s in (".json", template.suffix)}
+
+    with RequestLog(moto_server) as proxy:
+        env = aws_env(proxy.url)
+        before = keys()
+        dry = run_json(cli, "prune", *store, "--dry-run", "--keep-last", "2", env=env)
+        assert removed(dry) == set(ids[2:]) and keys() == before
+        cli.ok("pin", ids[4], *store, env=env)
+
+        proxy.requests.clear()
+        report = run_json(cli, "prune", *store, "--keep-last", "2", env=env)
+        assert kept(report) == {ids[0]: ["last", "newest"], ids[1]: ["last"], ids[4]: ["pinned"]}
+        # Four snapshots removed: one batched call for their manifests, one for the dumps.
+        assert proxy.delete_calls() == 2
+        assert [(o["name"], o["remove"]) for o in report["orphans"]] == [
+            (f"{crashed}{template.suffix}", False)  # uploaded seconds ago: maybe in progress
+        ]
+        assert keys() == objects(ids[0], ids[1], ids[4]) | {f"{crashed}{template.suffix}"}
+
+        # A prune killed between its two steps left a dump without its manifest.
+        client.delete_object(Bucket=bucket, Key=f"db/{ids[1]}.json")
+        listed = run_json(cli, "list", *store, env=env)
+        assert {item["id"] for item in listed} == {ids[0], ids[4]}
+        time.sleep(1.1)
+        report = run_json(cli, "prune", *store, "--keep-last", "2",
+                          env={**env, "SNAPMGR_ORPHAN_GRACE": "1s"})  # fmt: skip
+        assert {o["name"] for o in report["orphans"] if o["removed"]} == {
+            f"{ids[1]}{template.suffix}",
+            f"{crashed}{template.suffix}",
+        }
+        assert keys() == objects(ids[0], ids[4])
+        cli.ok("verify", "--all", *store, env=env)
+        assert cli("check", "--max-age", "2h", "--min-count", "2", *store, env=env).returncode == 0
