@@ -14,7 +14,9 @@ object, ``IdTakenError`` when an exclusive create finds the name taken, and
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import contextlib
+import io
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO, Protocol, runtime_checkable
@@ -92,3 +94,51 @@ def check_options(kind: str, options: Mapping[str, Any], allowed: frozenset[str]
         raise ConfigError(
             f"unknown option {unknown[0]!r} for a {kind} store (known options: {known})"
         )
+
+
+class _Source(Protocol):
+    """What a library's download stream offers: ``read(n)`` and ``close()``."""
+
+    def read(self, size: int = ..., /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class _TranslatingRaw(io.RawIOBase):
+    def __init__(self, source: _Source, translate: Callable[[Exception], Exception]) -> None:
+        self._source = source
+        self._translate = translate
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        try:
+            data = self._source.read(len(view))
+        except Exception as exc:
+            if _is_snapmgr_error(exc):
+                raise
+            raise self._translate(exc) from exc
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            with contextlib.suppress(Exception):
+                self._source.close()
+        super().close()
+
+
+def _is_snapmgr_error(exc: Exception) -> bool:
+    from snapmgr.errors import SnapmgrError
+
+    return isinstance(exc, SnapmgrError)
+
+
+def translating_reader(
+    source: _Source, translate: Callable[[Exception], Exception], buffer_size: int = 1 << 20
+) -> BinaryIO:
+    """Wrap a library's download stream as a ``BinaryIO`` whose read errors (a dropped
+    connection, a timeout) come out as the snapmgr error ``translate`` returns."""
+    return io.BufferedReader(_TranslatingRaw(source, translate), buffer_size)

@@ -32,9 +32,14 @@ class Store:
         return self.config.name
 
     def describe(self) -> str:
+        """For messages: the redacted URL, after the store's name when it has one."""
         from snapmgr.redact import redact_url
 
-        return redact_url(self.config.url)
+        url = redact_url(self.config.url)
+        name = self.config.name
+        if name == self.config.url or "/" in name or ":" in name:  # inline: named by its URL
+            return url
+        return f"{name} ({url})"
 
 
 def open_stores(config: Config, specs: list[str] | tuple[str, ...] = ()) -> list[Store]:

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO
 
+import psycopg
+
 from backends.base import Writer
 from snapmgr import __version__
 from snapmgr.catalog import Store
@@ -93,7 +95,11 @@ class _Target:
 
 
 def _reserve(
-    stores: list[Store], label: str, compression: str, now: datetime
+    stores: list[Store],
+    label: str,
+    compression: str,
+    now: datetime,
+    size_hint: int | None = None,
 ) -> tuple[str, list[Writer]]:
     """Pick the first free ID for ``now`` and open an exclusive writer in every store."""
     for attempt in range(1, MAX_ID_ATTEMPTS + 1):
@@ -102,7 +108,8 @@ def _reserve(
         try:
             for store in stores:
                 _check_manifest_free(store, snapshot_id)
-                writers.append(store.backend.open_writer(dump_name(snapshot_id, compression)))
+                name = dump_name(snapshot_id, compression)
+                writers.append(store.backend.open_writer(name, size_hint=size_hint))
             return snapshot_id, writers
         except IdTakenError:
             for writer in writers:
@@ -112,6 +119,18 @@ def _reserve(
                 writer.abort()
             raise
     raise StorageError(f"could not find a free snapshot ID for {label} at {now:%H:%M:%S}")
+
+
+def _estimate_size(conn: ConnInfo) -> int | None:
+    """The database's size on disk, which in practice bounds its compressed dump;
+    backends use it to plan upload part sizes. Best effort: ``None`` if unknown."""
+    try:
+        with conn.connect() as db:
+            row = db.execute("SELECT pg_database_size(current_database())").fetchone()
+    except (psycopg.Error, SnapmgrError) as exc:
+        log.debug("cannot estimate the dump size: %s", exc)
+        return None
+    return int(row[0]) if row and row[0] is not None else None
 
 
 def _check_manifest_free(store: Store, snapshot_id: str) -> None:
@@ -232,7 +251,8 @@ def take_snapshot(
     """Dump, store, verify and commit one snapshot in every store that succeeds."""
     started = datetime.now(UTC)
     clock = time.monotonic()
-    snapshot_id, writers = _reserve(stores, request.label, request.compression, started)
+    size_hint = _estimate_size(request.conn)
+    snapshot_id, writers = _reserve(stores, request.label, request.compression, started, size_hint)
     log.debug("reserved %s in %d store(s)", snapshot_id, len(stores))
     cancel = threading.Event()
     targets = [
