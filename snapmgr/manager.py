@@ -33,7 +33,7 @@ from snapmgr.prune import (
     PrunePlan,
     PruneResult,
     choose_policy,
-    delete_snapshots,
+    delete_everywhere,
     execute_plan,
     plan_prune,
 )
@@ -170,7 +170,7 @@ class SnapshotManager:
             )
         except EmptyPolicyError:
             raise SafetyRefusal(
-                f"refusing to prune: the retention policy (from {choice.source}) is empty and "
+                f"refusing to prune: the retention policy is empty ({choice.source}) and "
                 "would remove every snapshot but the newest; pass e.g. --keep-daily 7 "
                 "--keep-weekly 4 --keep-monthly 6, or set keep_* in the config's [retention] "
                 "table (or SNAPMGR_KEEP_DAILY=7)"
@@ -193,7 +193,7 @@ class SnapshotManager:
             raise SafetyRefusal(
                 f"snapshot {entry.id} is pinned; run `snapmgr unpin {entry.id}` first"
             )
-        return entry, delete_snapshots([entry])
+        return entry, delete_everywhere(self.stores, entry)
 
     def check(
         self,
@@ -211,5 +211,5 @@ class SnapshotManager:
             min_count=min_count,
             now=now or datetime.now(UTC),
             where=", ".join(store.describe() for store in self.stores),
-            label=label,
+            label=validate_label(label) if label is not None else None,
         )

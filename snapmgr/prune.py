@@ -25,7 +25,7 @@ from typing import Any
 from snapmgr.catalog import Entry, Orphan, Store, list_entries, orphans
 from snapmgr.config import Config
 from snapmgr.durations import Duration, parse_duration
-from snapmgr.errors import ConfigError, StorageError
+from snapmgr.errors import ConfigError, NotFoundError, StorageError
 from snapmgr.retention import UNLIMITED, Policy, apply_policy
 
 #: The policy keys, shared by the ``[retention]`` table and the ``--keep-*`` flags.
@@ -69,7 +69,7 @@ def choose_policy(config: Config, flags: Mapping[str, Any]) -> PolicyChoice:
         values: dict[str, Any] = {key: _flag_value(key, value) for key, value in given.items()}
         return PolicyChoice(Policy(**values), "--keep-* flags")
     sources = sorted({config.sources[key] for key in POLICY_KEYS} - {"default"})
-    source = ", ".join(sources) if sources else "no configuration"
+    source = ", ".join(sources) if sources else "no --keep-* flag and no keep_* setting"
     return PolicyChoice(Policy(**{key: config[key] for key in POLICY_KEYS}), source)
 
 
@@ -267,6 +267,37 @@ def delete_snapshots(entries: Sequence[Entry], leftovers: Sequence[Orphan] = ())
             o for o in leftovers if not _among(o.store, manifests_failed + data_failed)
         ),
         failures=tuple(failures),
+    )
+
+
+def delete_everywhere(stores: Sequence[Store], entry: Entry) -> Deletion:
+    """Delete one snapshot from every store holding it (:func:`delete_snapshots`).
+
+    Finding a snapshot stops at no error, so a store whose copy could not be
+    read is checked again here: if it may hold one, it is reported as failed
+    and the snapshot does not count as removed.
+    """
+    doubtful = []
+    for store in stores:
+        if _among(store, entry.stores):
+            continue
+        try:
+            store.backend.stat(entry.manifest.manifest_name)
+        except NotFoundError:
+            continue
+        except StorageError as exc:
+            doubtful.append(StoreFailure(store, f"cannot check for a copy: {exc}"))
+            continue
+        doubtful.append(
+            StoreFailure(
+                store, f"holds a manifest of {entry.id} that could not be read; left alone"
+            )
+        )
+    deletion = delete_snapshots([entry])
+    return Deletion(
+        removed_ids=frozenset() if doubtful else deletion.removed_ids,
+        removed_orphans=deletion.removed_orphans,
+        failures=deletion.failures + tuple(doubtful),
     )
 
 
