@@ -14,7 +14,7 @@ program can do with the same checks, errors and results::
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -22,6 +22,7 @@ from snapmgr.catalog import LATEST, Entry, Store, list_entries, open_stores, res
 from snapmgr.config import Config
 from snapmgr.durations import Duration
 from snapmgr.errors import SafetyRefusal, StorageError, UsageError
+from snapmgr.guard import GuardResult, run_guard
 from snapmgr.health import HealthReport, assess
 from snapmgr.manifest import validate_label
 from snapmgr.pointer import write_pointer
@@ -37,6 +38,7 @@ from snapmgr.prune import (
     execute_plan,
     plan_prune,
 )
+from snapmgr.restore import DEFAULT_LOCK_TIMEOUT_S, RestoreOptions, RestoreResult, restore_entry
 from snapmgr.retention import EmptyPolicyError
 from snapmgr.snapshot import SnapshotRequest, SnapshotResult, take_snapshot
 from snapmgr.verify import VerifyResult, verify_all_copies
@@ -212,4 +214,56 @@ class SnapshotManager:
             now=now or datetime.now(UTC),
             where=", ".join(store.describe() for store in self.stores),
             label=validate_label(label) if label is not None else None,
+        )
+
+    def restore(
+        self,
+        ref: str,
+        *,
+        target_url: str | None = None,
+        create: bool = False,
+        terminate_connections: bool = False,
+        lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+        confirmed: bool = True,
+    ) -> RestoreResult:
+        """Replace everything in the target (``target_url``, else DATABASE_URL) with
+        snapshot ``ref``: verified before commit, in one transaction, exact.
+
+        ``confirmed=False`` raises ``SafetyRefusal`` (naming the target) after the
+        snapshot is found and before any connection to the target.
+        """
+        entry = self.find(ref)
+        conn = ConnInfo.parse(target_url or self.config.database_url)
+        if not confirmed:
+            raise SafetyRefusal(
+                f"restore would replace everything in {conn.display()} with snapshot "
+                f"{entry.id}; pass --yes or set CONFIRM_RESTORE=yes to confirm"
+            )
+        options = RestoreOptions(
+            conn=conn,
+            create=create,
+            terminate_connections=terminate_connections,
+            lock_timeout_s=lock_timeout_s,
+            pg_bin_dir=self.config["pg_bin_dir"],
+        )
+        return restore_entry(entry, options, lambda: self.progress("restoring"))
+
+    def guard(
+        self,
+        command: Sequence[str],
+        *,
+        restore_on_failure: bool = False,
+        label: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> GuardResult:
+        """Snapshot, then run ``command``; on failure restore the snapshot if asked.
+
+        A failed snapshot raises and the command never runs. The restore needs no
+        confirmation: ``restore_on_failure`` is the confirmation.
+        """
+        return run_guard(
+            command,
+            lambda: self.snapshot(label=label, tags=tags),
+            self.restore,
+            restore_on_failure=restore_on_failure,
         )

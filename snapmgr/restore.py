@@ -1,0 +1,417 @@
+"""Restore a stored snapshot: verified before commit, all-or-nothing, exact.
+
+The stored bytes flow store → sha256 + decompress + scan (``StoredSql``) →
+psql's stdin, inside one transaction that only snapmgr commits::
+
+    BEGIN; restore lock; commit fence; [terminate other sessions]; wipe
+    <the dump, with pg_dump's own large-object BEGIN;/COMMIT; taken out>
+    -- stream ended: sha256, size and trailer verified here
+    row counts == manifest?  →  arm the fence; COMMIT
+
+* Verified before commit: ``COMMIT`` is only sent after the stream's sha256,
+  size and "dump complete" trailer matched the manifest and the restored row
+  counts matched it too. The fence (see :mod:`snapmgr.restore_sql`) makes
+  that hold whatever the stream contains.
+* All-or-nothing: psql runs without ``--single-transaction`` (which commits
+  at end of input) and with ``AUTOCOMMIT off``, in its own session. If
+  snapmgr fails, is interrupted or dies, psql reaches EOF or is stopped, its
+  connection closes and the server rolls the transaction back.
+* Exact: the wipe drops everything a dump can contain before the dump
+  recreates it, in the same transaction.
+
+When a snapshot has copies in several stores and one is corrupt or
+unreadable, the next copy is tried in a fresh transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import secrets
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from psycopg import sql
+
+from snapmgr.catalog import Entry, Store
+from snapmgr.codec import Digest
+from snapmgr.errors import (
+    DatabaseError,
+    DumpError,
+    RestoreError,
+    SnapmgrError,
+    StorageError,
+    VerificationError,
+)
+from snapmgr.manifest import Manifest
+from snapmgr.postgres import ConnInfo, ServerInfo, Tool, find_tool, preflight
+from snapmgr.progress import Progress
+from snapmgr.psql import PsqlGone, PsqlSession
+from snapmgr.restore_sql import (
+    ARM_AND_COMMIT,
+    BEGIN,
+    COUNTS_JSON,
+    COUNTS_SETUP,
+    FENCE,
+    LOCK,
+    terminate_sql,
+    wipe_sql,
+)
+from snapmgr.verify import CHUNK, StoredSql
+
+log = logging.getLogger("snapmgr")
+
+DEFAULT_LOCK_TIMEOUT_S = 30.0
+IN_DOUBT_WAIT_S = 30.0
+MAINTENANCE_DATABASES = ("postgres", "template1")
+
+
+class RestoreInterrupted(RestoreError):
+    """SIGINT/SIGTERM arrived mid-restore; it was rolled back (exit 130, like any interrupt)."""
+
+    exit_code = 130
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """How to restore: where to, and how to deal with other sessions."""
+
+    conn: ConnInfo
+    create: bool = False
+    terminate_connections: bool = False
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
+    pg_bin_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    """A committed restore: which snapshot, from which store, into which database."""
+
+    manifest: Manifest
+    store: Store
+    target: str
+    tables: int
+    rows: int
+    duration_s: float
+    terminated: int = 0
+    created: bool = False
+
+
+def restore_entry(
+    entry: Entry, options: RestoreOptions, progress: Callable[[], Progress]
+) -> RestoreResult:
+    """Restore ``entry`` into ``options.conn`` (created first if asked); see the module doc."""
+    conn = options.conn
+    created = options.create and _create_database(conn)
+    try:
+        server = _check_target(conn, options.create)
+        try:
+            psql = find_tool("psql", server.major, options.pg_bin_dir)
+        except DumpError as exc:
+            raise RestoreError(f"{exc}; nothing was restored") from None
+        result = _restore_from_stores(entry, options, server, psql, progress)
+    except BaseException:
+        if created:
+            _drop_created_database(conn)
+        raise
+    return replace(result, created=created)
+
+
+def _restore_from_stores(
+    entry: Entry,
+    options: RestoreOptions,
+    server: ServerInfo,
+    psql: Tool,
+    progress: Callable[[], Progress],
+) -> RestoreResult:
+    for index, store in enumerate(entry.stores):
+        try:
+            return _Attempt(entry.manifest, store, options, server, psql).run(progress())
+        except (VerificationError, StorageError) as exc:
+            if index + 1 == len(entry.stores):
+                raise
+            log.warning(
+                "the copy in %s cannot be restored (%s); trying the copy in %s",
+                store.describe(), exc, entry.stores[index + 1].describe(),
+            )  # fmt: skip
+    raise AssertionError("an entry always has at least one store")
+
+
+class _Attempt:
+    """One restore of one stored copy, in one transaction."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        store: Store,
+        options: RestoreOptions,
+        server: ServerInfo,
+        psql: Tool,
+    ) -> None:
+        self.manifest = manifest
+        self.store = store
+        self.options = options
+        self.server = server
+        self.psql = psql
+        self.where = options.conn.display()
+        self.token = secrets.token_hex(16)
+        self.terminated = 0
+
+    def run(self, progress: Progress) -> RestoreResult:
+        started = time.monotonic()
+        log.info(
+            "restoring %s from %s into %s with %s",
+            self.manifest.id, self.store.describe(), self.where, self.psql.path,
+        )  # fmt: skip
+        try:
+            session = PsqlSession(self.psql, self.options.conn, self.token)
+        except OSError as exc:
+            raise RestoreError(
+                f"cannot run {self.psql.path}: {exc}; nothing was restored"
+            ) from None
+        committing = False
+        try:
+            self._open(session)
+            self._stream(session, progress)
+            self._check_counts(session)
+            with _signals_held():
+                committing = True
+                self._commit(session)
+        except BaseException as exc:
+            if committing:
+                raise
+            with _signals_held():
+                session.abort()
+            raise self._explain(exc, session) from exc
+        return RestoreResult(
+            manifest=self.manifest,
+            store=self.store,
+            target=self.where,
+            tables=len(self.manifest.tables),
+            rows=self.manifest.total_rows,
+            duration_s=round(time.monotonic() - started, 3),
+            terminated=self.terminated,
+        )
+
+    def _open(self, session: PsqlSession) -> None:
+        """Begin; take the restore lock; put up the fence; make room."""
+        session.send(BEGIN)
+        session.send(session.marker("xact", "txid_current() || ' ' || pg_backend_pid()"))
+        session.send(LOCK)
+        session.send(FENCE.format(token=self.token))
+        if self.options.terminate_connections:
+            session.send(terminate_sql(self.server.major))
+            question = session.marker("terminated", "pg_temp.snapmgr_terminate()")
+            answer = session.ask("terminated", question)
+            ended, refused = (int(part) for part in answer.split())
+            self.terminated = ended
+            log.info("terminated %d other session(s) on %s", ended, self.where)
+            if refused:
+                log.warning(
+                    "%d session(s) on %s belong to roles this user may not signal; "
+                    "the restore waits up to %gs for their locks",
+                    refused, self.where, self.options.lock_timeout_s,
+                )  # fmt: skip
+        session.send(wipe_sql(self.server.major, self.options.lock_timeout_s))
+
+    def _stream(self, session: PsqlSession, progress: Progress) -> None:
+        """Every byte of the stored dump into psql; raises at the end if it does not verify."""
+        stream = StoredSql(self.manifest, self.store, rewrite=True)
+        total = self.manifest.raw_size
+        with progress:
+            for chunk in stream:
+                session.send(chunk)
+                progress.update(stream.scanner.raw_size, total)
+
+    def _check_counts(self, session: PsqlSession) -> None:
+        """The restored tables' exact row counts must be the manifest's."""
+        answer = session.ask("counts", COUNTS_SETUP + session.marker("counts", COUNTS_JSON))
+        data = json.loads(answer)
+        restored: dict[str, int] = data["counts"] or {}
+        skipped = set(data["extension_tables"] or [])
+        expected = self.manifest.tables
+        differing = [
+            name
+            for name in sorted(set(restored) | set(expected))
+            if name not in skipped and restored.get(name) != expected.get(name)
+        ]
+        if differing:
+            shown = ", ".join(
+                f"{name} has {restored.get(name, 'no table')} rows, the snapshot "
+                f"{expected.get(name, 'no table')}"
+                for name in differing[:3]
+            )
+            raise RestoreError(f"row counts after the restore differ from the manifest: {shown}")
+
+    def _commit(self, session: PsqlSession) -> None:
+        """Arm the fence and commit; if psql does not confirm, ask the server."""
+        session.send(ARM_AND_COMMIT.format(token=self.token))
+        session.send(session.marker("committed", "'yes'"))
+        code = session.finish()
+        if code == 0 and session.answer("committed") == "yes":
+            return
+        outcome = self._commit_outcome(session)
+        if outcome == "committed":
+            log.warning("psql exited with code %d after COMMIT; the server confirms it", code)
+            return
+        reason = session.first_error() or f"psql exited with code {code}"
+        if outcome == "aborted":
+            raise RestoreError(f"COMMIT failed: {reason}; rolled back, {self.where} is unchanged")
+        raise SnapmgrError(
+            f"the restore's COMMIT was sent but its outcome is unknown ({reason}); "
+            f"check {self.where} (e.g. `snapmgr verify` then compare row counts)"
+        )
+
+    def _commit_outcome(self, session: PsqlSession) -> str | None:
+        """``committed``/``aborted`` as the server knows it, or ``None`` if it cannot tell."""
+        xact = session.answer("xact")
+        if not xact:
+            return None
+        xid = int(xact.split()[0])
+        deadline = time.monotonic() + IN_DOUBT_WAIT_S
+        try:
+            with self.options.conn.connect() as db:
+                while True:
+                    row = db.execute("SELECT txid_status(%s)", (xid,)).fetchone()
+                    status = row[0] if row else None
+                    if status != "in progress" or time.monotonic() > deadline:
+                        return str(status) if status in ("committed", "aborted") else None
+                    time.sleep(0.2)
+        except DatabaseError:
+            return None
+
+    def _explain(self, exc: BaseException, session: PsqlSession) -> BaseException:
+        """The one error to report for a rolled-back attempt."""
+        unchanged = f"rolled back, {self.where} is unchanged"
+        if isinstance(exc, VerificationError | StorageError):
+            return type(exc)(f"{exc}; nothing was restored, {self.where} is unchanged")
+        if isinstance(exc, KeyboardInterrupt):
+            name = f" by {exc.args[0]}" if exc.args else ""
+            return RestoreInterrupted(f"restore interrupted{name}; {unchanged}")
+        if isinstance(exc, RestoreError):
+            return RestoreError(f"{exc}; {unchanged}")
+        if isinstance(exc, PsqlGone | DumpError):
+            damage = self._stored_copy_damage()
+            if damage:
+                stopped = session.first_error()
+                seen = f" (psql had stopped at: {stopped})" if stopped else ""
+                return VerificationError(
+                    f"{damage}{seen}; nothing was restored, {self.where} is unchanged"
+                )
+            reason = session.first_error() or f"psql exited with code {session.proc.returncode}"
+            if isinstance(exc, DumpError):
+                reason = str(exc)
+            return RestoreError(f"restore failed: {reason}{_hint(reason)}; {unchanged}")
+        return exc
+
+    def _stored_copy_damage(self) -> str | None:
+        """Why the stored bytes do not match the manifest, or ``None`` if they do.
+
+        psql can stop on garbage before the stream's end reveals a bad
+        checksum; re-reading the copy tells "corrupt" (exit 6) from "failed" (8).
+        """
+        digest = Digest()
+        try:
+            with self.store.backend.open_reader(self.manifest.dump_name) as handle:
+                while chunk := handle.read(CHUNK):
+                    digest.update(chunk)
+        except (OSError, SnapmgrError) as exc:
+            return f"cannot re-read {self.store.describe()}: {exc}"
+        location = self.store.backend.location(self.manifest.dump_name)
+        if digest.size != self.manifest.size or digest.hexdigest() != self.manifest.sha256:
+            return f"{location} does not match its manifest (sha256/size): the copy is corrupt"
+        return None
+
+
+def _hint(reason: str) -> str:
+    lowered = reason.lower()
+    if "lock timeout" in lowered:
+        return (
+            " (another session holds a lock in the target: stop the application or pass "
+            "--terminate-connections)"
+        )
+    if "max_locks_per_transaction" in lowered or "out of shared memory" in lowered:
+        return (
+            " (the restore holds all its locks in one transaction: raise max_locks_per_transaction)"
+        )
+    if "must be owner" in lowered or "permission denied" in lowered:
+        return " (restore as the database's owner or a superuser)"
+    return ""
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ignore SIGINT/SIGTERM while a rollback or a commit is being settled."""
+    held = (signal.SIGINT, signal.SIGTERM)
+    try:
+        previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in held}
+    except ValueError:  # not the main thread: nothing to hold
+        yield
+        return
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _check_target(conn: ConnInfo, create: bool) -> ServerInfo:
+    """Connect once (exit 3 if we cannot), with a hint when the database is missing."""
+    try:
+        return preflight(conn)
+    except DatabaseError as exc:
+        if "does not exist" in str(exc) and not create:
+            raise DatabaseError(f"{exc}, or pass --create to create it") from None
+        raise
+
+
+def _maintenance(conn: ConnInfo) -> Any:
+    """A connection to the same server's maintenance database, for CREATE/DROP DATABASE."""
+    last: DatabaseError | None = None
+    for name in MAINTENANCE_DATABASES:
+        try:
+            return conn.connect(dbname=name)
+        except DatabaseError as exc:
+            last = exc
+    assert last is not None
+    raise last
+
+
+def _create_database(conn: ConnInfo) -> bool:
+    """Create the target database if it is missing; True if this call created it."""
+    import psycopg
+
+    with _maintenance(conn) as admin:
+        exists = admin.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (conn.dbname,)
+        ).fetchone()
+        if exists:
+            return False
+        try:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(conn.dbname)))
+        except psycopg.Error as exc:
+            raise DatabaseError(
+                f"cannot create database {conn.dbname} on {conn.host}: "
+                f"{str(exc).strip().splitlines()[0]}"
+            ) from None
+    log.info("created database %s", conn.display())
+    return True
+
+
+def _drop_created_database(conn: ConnInfo) -> None:
+    """Undo ``--create`` after a failed restore, so the server is as it was."""
+    import psycopg
+
+    statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+        sql.Identifier(conn.dbname)
+    )
+    try:
+        with _maintenance(conn) as admin:
+            admin.execute(statement)
+        log.info("dropped database %s, which this restore had created", conn.display())
+    except (DatabaseError, psycopg.Error) as exc:
+        log.warning("could not drop database %s created for the restore: %s", conn.dbname, exc)
