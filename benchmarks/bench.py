@@ -1,0 +1,622 @@
+"""Benchmark: snapmgr snapshot/restore against pg_dump and the shell script it replaces.
+
+Builds a mixed table (bigint id, md5 text, jsonb, timestamptz; about 280 bytes
+of dump text per row) with ``generate_series`` in a throwaway PostgreSQL
+cluster (or in the server named by ``BENCH_DATABASE_URL``, a superuser URL),
+then measures, in alternating rounds so that machine noise hits every variant
+alike:
+
+* ``pg_dump > /dev/null``: the limit, what the database can produce;
+* the usual script: ``pg_dump | gzip > f && gzip -t f``;
+* ``snapmgr snapshot`` with gzip (the default) and with zstd, verification included;
+* ``gunzip -c f | psql`` into a fresh database, and ``snapmgr restore`` of the
+  same snapshot into another fresh database (skipped, saying so, when this
+  snapmgr has no ``restore`` command).
+
+Wall time is ``time.perf_counter`` around each child; peak RSS comes from
+``/usr/bin/time -v`` (Debian package ``time``). It prints medians, file sizes,
+peak RSS and every target's ratio with PASS/FAIL. It never fails on timings:
+the exit code is 0 unless something could not run at all.
+
+    .venv/bin/python benchmarks/bench.py              # full run (1.5M rows, 3 rounds)
+    .venv/bin/python benchmarks/bench.py --quick      # smoke run (20k rows, 1 round)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402
+from psycopg import sql  # noqa: E402
+from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: E402
+
+from snapmgr.postgres import PG_DUMP_FLAGS  # noqa: E402
+
+GNU_TIME = "/usr/bin/time"
+SOURCE_DB = "snapmgr_bench_{rows}"
+RESTORE_DB = "snapmgr_bench_restore"
+MARKER = "snapmgr-bench rows={rows} v1"
+
+# Targets from the issue: (numerator, denominator, maximum ratio).
+SNAPSHOT_VS_PG_DUMP = 1.30
+SNAPSHOT_VS_SCRIPT = 0.30
+RESTORE_VS_PSQL = 1.15
+RSS_LIMIT_MB = 200.0
+RSS_FLAT_RATIO = 1.15  # the larger database's peak RSS within 15% (or 16 MB) of the smaller's
+RSS_FLAT_SLACK_MB = 16.0
+
+BUILD_SQL = """
+CREATE TABLE public.events (
+    id bigint PRIMARY KEY,
+    account text NOT NULL,
+    note text,
+    payload jsonb NOT NULL,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz
+);
+INSERT INTO public.events
+SELECT i,
+       md5(i::text),
+       md5((i * 31)::text) || md5((i * 17)::text),
+       jsonb_build_object(
+           'user', i % 100000,
+           'hash', md5((i * 7)::text),
+           'score', ((i * 7919) % 10000) / 100.0,
+           'tags', jsonb_build_array('t' || (i % 10), 'u' || (i % 7)),
+           'active', i % 3 = 0),
+       timestamptz '2024-01-01 00:00:00+00' + i * interval '1 second',
+       timestamptz '2024-06-01 00:00:00+00' + (i % 86400) * interval '17 second'
+FROM generate_series(1::bigint, %(rows)s::bigint) AS i;
+"""
+
+
+# --------------------------------------------------------------------------- server
+
+
+@dataclass
+class Server:
+    """A superuser connection target; the password travels only in the environment."""
+
+    url: str
+
+    def params(self, dbname: str) -> dict[str, Any]:
+        params = conninfo_to_dict(self.url)
+        params["dbname"] = dbname
+        return params
+
+    def conninfo(self, dbname: str) -> str:
+        params = self.params(dbname)
+        params.pop("password", None)
+        return make_conninfo(**params)
+
+    def url_for(self, dbname: str) -> str:
+        params = self.params(dbname)
+        user = params.get("user", "")
+        secret = f":{params['password']}" if params.get("password") else ""
+        host = params.get("host", "127.0.0.1")
+        port = params.get("port", "5432")
+        return f"postgresql://{user}{secret}@{host}:{port}/{dbname}"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        password = conninfo_to_dict(self.url).get("password")
+        if password:
+            env["PGPASSWORD"] = str(password)
+        return env
+
+    def connect(self, dbname: str = "postgres") -> psycopg.Connection[Any]:
+        return psycopg.connect(make_conninfo(**self.params(dbname)), autocommit=True)
+
+    def recreate(self, name: str) -> None:
+        with self.connect() as db:
+            db.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+            db.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+    def drop(self, name: str) -> None:
+        with self.connect() as db:
+            db.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+    def ensure_dataset(self, rows: int) -> str:
+        """The source database with ``rows`` rows, built once and reused while it matches."""
+        name = SOURCE_DB.format(rows=rows)
+        marker = MARKER.format(rows=rows)
+        with contextlib.suppress(psycopg.OperationalError), self.connect(name) as db:
+            row = db.execute("SELECT obj_description('public.events'::regclass)").fetchone()
+            if row and row[0] == marker:
+                say(f"reusing database {name} ({rows:,} rows)")
+                return name
+        say(f"building database {name}: {rows:,} rows ...")
+        started = time.perf_counter()
+        self.recreate(name)
+        with self.connect(name) as db:
+            db.execute(BUILD_SQL.replace("%(rows)s", str(int(rows))).encode())  # type: ignore[arg-type]
+            db.execute("VACUUM (FREEZE, ANALYZE) public.events")
+            db.execute(sql.SQL("COMMENT ON TABLE public.events IS {}").format(sql.Literal(marker)))
+            db.execute("CHECKPOINT")
+        say(f"  built in {time.perf_counter() - started:.1f}s")
+        return name
+
+
+@contextlib.contextmanager
+def server_for_bench() -> Iterator[Server]:
+    url = os.environ.get("BENCH_DATABASE_URL")
+    if url:
+        say("using the server in BENCH_DATABASE_URL")
+        yield Server(url)
+        return
+    from snapmgr.cluster import TempCluster
+
+    say("starting a throwaway PostgreSQL cluster ...")
+    cluster = TempCluster().start()
+    try:
+        yield Server(cluster.url("postgres"))
+    finally:
+        cluster.stop()
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Sample:
+    seconds: float
+    rss_kb: int | None
+
+
+@dataclass
+class Variant:
+    key: str
+    title: str
+    samples: list[Sample] = field(default_factory=list)
+    size: int | None = None
+    skipped: str | None = None
+    failed: str | None = None
+
+    def median(self) -> float | None:
+        return statistics.median(s.seconds for s in self.samples) if self.samples else None
+
+    def peak_rss_mb(self) -> float | None:
+        values = [s.rss_kb for s in self.samples if s.rss_kb is not None]
+        return max(values) / 1024 if values else None
+
+
+class Runner:
+    """Runs a child under ``/usr/bin/time -v`` (when present) and times it."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.gnu_time = GNU_TIME if Path(GNU_TIME).exists() else None
+        if self.gnu_time is None:
+            say(
+                f"note: {GNU_TIME} is missing, so peak RSS comes from wait4() instead; "
+                "install it with: apt-get install time"
+            )
+
+    def run(
+        self,
+        argv: Sequence[str],
+        env: dict[str, str],
+        *,
+        stdout: Any = subprocess.DEVNULL,
+        what: str,
+    ) -> tuple[Sample, str]:
+        report = self.work / "time.txt"
+        full = [self.gnu_time, "-v", "-o", str(report), *argv] if self.gnu_time else list(argv)
+        err_path = self.work / "stderr.txt"
+        with open(err_path, "wb") as err:
+            started = time.perf_counter()
+            proc = subprocess.Popen(
+                full, env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err
+            )
+            _, status, usage = os.wait4(proc.pid, 0)
+            elapsed = time.perf_counter() - started
+            proc.returncode = os.waitstatus_to_exitcode(status)
+        errors = err_path.read_text(errors="replace")
+        if proc.returncode != 0:
+            raise BenchError(f"{what} failed (exit {proc.returncode}): {errors.strip()[-2000:]}")
+        rss = parse_gnu_time(report.read_text()) if self.gnu_time else int(usage.ru_maxrss)
+        return Sample(elapsed, rss), errors
+
+
+class BenchError(Exception):
+    pass
+
+
+def parse_gnu_time(text: str) -> int | None:
+    for line in text.splitlines():
+        if "Maximum resident set size" in line:
+            return int(line.rsplit(":", 1)[1].strip())
+    return None
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def snapmgr_argv() -> list[str]:
+    return [sys.executable, "-m", "snapmgr"]
+
+
+def snapmgr_env(server: Server, dbname: str, store: Path, pointer: Path) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SNAPMGR_", "PG", "AWS_"))
+        and k not in ("DATABASE_URL", "BACKUP_DIR", "CONFIRM_RESTORE")
+    }
+    env.update(
+        DATABASE_URL=server.url_for(dbname),
+        BACKUP_DIR=str(store),
+        SNAPMGR_POINTER_FILE=str(pointer),
+        PYTHONPATH=str(ROOT),
+    )
+    return env
+
+
+def has_restore(env: dict[str, str]) -> bool:
+    result = subprocess.run(
+        [*snapmgr_argv(), "restore", "--help"], env=env, capture_output=True, check=False
+    )
+    return result.returncode == 0
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+class Bench:
+    def __init__(self, server: Server, work: Path, args: argparse.Namespace) -> None:
+        self.server = server
+        self.work = work
+        self.args = args
+        self.runner = Runner(work)
+        self.pg_env = server.env()
+        self.pointer = work / "last_snapshot.txt"
+
+    def pg_dump_argv(self, dbname: str) -> list[str]:
+        return ["pg_dump", *PG_DUMP_FLAGS, f"--dbname={self.server.conninfo(dbname)}"]
+
+    # ---- snapshot side
+
+    def run_pg_dump(self, dbname: str) -> Sample:
+        sample, _ = self.runner.run(self.pg_dump_argv(dbname), self.pg_env, what="pg_dump")
+        return sample
+
+    def run_script(self, dbname: str) -> tuple[Sample, int]:
+        target = self.work / "script.sql.gz"
+        pipeline = (
+            f"set -o pipefail; {shlex.join(self.pg_dump_argv(dbname))} | gzip > {target} "
+            f"&& gzip -t {target}"
+        )
+        sample, _ = self.runner.run(["bash", "-c", pipeline], self.pg_env, what="pg_dump | gzip")
+        size = target.stat().st_size
+        target.unlink()
+        return sample, size
+
+    def run_snapshot(self, dbname: str, compression: str, store: Path) -> tuple[Sample, str, int]:
+        env = snapmgr_env(self.server, dbname, store, self.pointer)
+        out = self.work / "snapshot.out"
+        with open(out, "wb") as handle:
+            sample, _ = self.runner.run(
+                [*snapmgr_argv(), "snapshot", "-q", "--compression", compression],
+                env,
+                stdout=handle,
+                what=f"snapmgr snapshot --compression {compression}",
+            )
+        snapshot_id = out.read_text().strip().splitlines()[-1]
+        suffix = {"gzip": ".sql.gz", "zstd": ".sql.zst", "none": ".sql"}[compression]
+        size = (store / f"{snapshot_id}{suffix}").stat().st_size
+        return sample, snapshot_id, size
+
+    # ---- restore side
+
+    def run_psql_restore(self, dump: Path) -> Sample:
+        self.server.recreate(RESTORE_DB)
+        pipeline = (
+            f"set -o pipefail; gunzip -c {shlex.quote(str(dump))} | "
+            "psql -X -q -v ON_ERROR_STOP=1 "
+            f"--dbname={shlex.quote(self.server.conninfo(RESTORE_DB))} > /dev/null"
+        )
+        sample, _ = self.runner.run(["bash", "-c", pipeline], self.pg_env, what="gunzip -c | psql")
+        return sample
+
+    def run_snapmgr_restore(self, dbname: str, store: Path, snapshot_id: str) -> Sample:
+        self.server.recreate(RESTORE_DB)
+        env = snapmgr_env(self.server, dbname, store, self.pointer)
+        sample, _ = self.runner.run(
+            [
+                *snapmgr_argv(), "restore", snapshot_id, "-q", "--yes",
+                "--target-url", self.server.url_for(RESTORE_DB),
+            ],
+            env,
+            what="snapmgr restore",
+        )  # fmt: skip
+        return sample
+
+    # ---- orchestration
+
+    def run(self) -> dict[str, Variant]:
+        args = self.args
+        variants = {
+            "pg_dump": Variant("pg_dump", "pg_dump > /dev/null"),
+            "script": Variant("script", "pg_dump | gzip > f && gzip -t f"),
+            "snap_gzip": Variant("snap_gzip", "snapmgr snapshot (gzip)"),
+            "snap_zstd": Variant("snap_zstd", "snapmgr snapshot (zstd)"),
+            "psql_restore": Variant("psql_restore", "gunzip -c f | psql"),
+            "snap_restore": Variant("snap_restore", "snapmgr restore"),
+            "snap_gzip_rss": Variant("snap_gzip_rss", "snapmgr snapshot (gzip), smaller db"),
+        }
+        dbname = self.server.ensure_dataset(args.rows)
+        rss_db = self.server.ensure_dataset(args.rss_rows) if args.rss_rows else None
+        ref_store = self.work / "ref-store"
+        say("warm-up: pg_dump > /dev/null, one reference snapshot for the restores")
+        self.run_pg_dump(dbname)
+        _, ref_id, _ = self.run_snapshot(dbname, "gzip", ref_store)
+        ref_dump = ref_store / f"{ref_id}.sql.gz"
+
+        restore_ok = has_restore(snapmgr_env(self.server, dbname, ref_store, self.pointer))
+        if not restore_ok:
+            variants[
+                "snap_restore"
+            ].skipped = "`snapmgr restore --help` failed: this snapmgr has no restore command yet"
+            say(f"SKIP snapmgr restore: {variants['snap_restore'].skipped}")
+
+        def step(key: str) -> None:
+            variant = variants[key]
+            if variant.skipped or variant.failed:
+                return
+            try:
+                sample = measure(key, variant)
+            except BenchError as exc:
+                variant.failed = str(exc)
+                say(f"  {variant.title:<38} FAILED: {exc}")
+                return
+            variant.samples.append(sample)
+            rss = f"{sample.rss_kb / 1024:6.1f} MB" if sample.rss_kb is not None else "   n/a"
+            say(f"  {variant.title:<38} {sample.seconds:7.2f}s  peak RSS {rss}")
+
+        def measure(key: str, variant: Variant) -> Sample:
+            if key == "pg_dump":
+                sample = self.run_pg_dump(dbname)
+            elif key == "script":
+                sample, variant.size = self.run_script(dbname)
+            elif key in ("snap_gzip", "snap_zstd", "snap_gzip_rss"):
+                store = self.work / "store"
+                compression = "zstd" if key == "snap_zstd" else "gzip"
+                source = rss_db if key == "snap_gzip_rss" else dbname
+                assert source is not None
+                sample, _, variant.size = self.run_snapshot(source, compression, store)
+                shutil.rmtree(store)
+            elif key == "psql_restore":
+                sample = self.run_psql_restore(ref_dump)
+                variant.size = ref_dump.stat().st_size
+            else:
+                sample = self.run_snapmgr_restore(dbname, ref_store, ref_id)
+            return sample
+
+        order = ["pg_dump", "script", "snap_gzip", "snap_zstd", "psql_restore", "snap_restore"]
+        if rss_db:
+            order.append("snap_gzip_rss")
+        for number in range(args.rounds):
+            load = os.getloadavg()[0]
+            say(f"round {number + 1}/{args.rounds} (load average {load:.2f})")
+            shift = number % len(order)
+            for key in order[shift:] + order[:shift]:
+                step(key)
+        self.server.drop(RESTORE_DB)
+        if args.cleanup:
+            for name in {dbname, rss_db} - {None}:
+                assert name is not None
+                self.server.drop(name)
+        return variants
+
+
+# --------------------------------------------------------------------------- report
+
+
+def fmt_s(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"
+
+
+def fmt_mb(value: float | None) -> str:
+    return f"{value:.1f}" if value is not None else "-"
+
+
+def fmt_size(value: int | None) -> str:
+    return f"{value / 1e6:.1f} MB" if value is not None else "-"
+
+
+def ratio_line(
+    name: str, value: float | None, limit: float, unit: str = "x", digits: int = 2
+) -> tuple[str, bool]:
+    target = f"(target <= {limit:.{digits}f}{unit})"
+    if value is None:
+        return f"ratio: {name} = n/a {target} SKIP", True
+    ok = value <= limit
+    return f"ratio: {name} = {value:.{digits}f}{unit} {target} {'PASS' if ok else 'FAIL'}", ok
+
+
+def report(variants: dict[str, Variant], args: argparse.Namespace) -> dict[str, Any]:
+    base = variants["pg_dump"].median()
+    say("")
+    say(
+        f"results: {args.rows:,} rows, {args.rounds} round(s), medians; "
+        f"load average now {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs"
+    )
+    header = (
+        f"{'variant':<40} {'median s':>9} {'min s':>7} {'max s':>7} {'x pg_dump':>9} "
+        f"{'file':>10} {'peak RSS MB':>12}"
+    )
+    say(header)
+    say("-" * len(header))
+    for variant in variants.values():
+        if variant.skipped:
+            say(f"{variant.title:<40} skipped: {variant.skipped}")
+            continue
+        if variant.failed:
+            say(f"{variant.title:<40} FAILED: {variant.failed[:200]}")
+            continue
+        if not variant.samples:
+            continue
+        times = [s.seconds for s in variant.samples]
+        med = variant.median()
+        rel = f"{med / base:.2f}" if med is not None and base else "-"
+        title = variant.title
+        if variant.key == "snap_gzip_rss":
+            title = f"snapmgr snapshot (gzip), {args.rss_rows:,} rows"
+        say(
+            f"{title:<40} {fmt_s(med):>9} {fmt_s(min(times)):>7} {fmt_s(max(times)):>7} "
+            f"{rel:>9} {fmt_size(variant.size):>10} {fmt_mb(variant.peak_rss_mb()):>12}"
+        )
+    say("")
+
+    def quotient(a: str, b: str) -> float | None:
+        x, y = variants[a].median(), variants[b].median()
+        return x / y if x is not None and y else None
+
+    snap_rss = variants["snap_gzip"].peak_rss_mb()
+    small_rss = variants["snap_gzip_rss"].peak_rss_mb()
+    size_ratio = (
+        variants["snap_gzip"].size / variants["script"].size
+        if variants["snap_gzip"].size and variants["script"].size
+        else None
+    )
+    flat = None
+    if snap_rss is not None and small_rss is not None:
+        low, high = sorted((snap_rss, small_rss))
+        flat = high / low if high - low > RSS_FLAT_SLACK_MB else 1.0
+    lines = [
+        ratio_line(
+            "snapmgr snapshot (gzip) / pg_dump > /dev/null",
+            quotient("snap_gzip", "pg_dump"),
+            SNAPSHOT_VS_PG_DUMP,
+        ),
+        ratio_line(
+            "snapmgr snapshot (gzip) / pg_dump | gzip script",
+            quotient("snap_gzip", "script"),
+            SNAPSHOT_VS_SCRIPT,
+        ),
+        ratio_line("snapmgr .sql.gz size / gzip -6 size", size_ratio, 1.0, digits=3),
+        ratio_line("snapmgr snapshot peak RSS", snap_rss, RSS_LIMIT_MB, unit=" MB", digits=1),
+        ratio_line(
+            f"peak RSS flatness ({args.rows:,} vs {args.rss_rows:,} rows, "
+            f"{fmt_mb(snap_rss)} vs {fmt_mb(small_rss)} MB)",
+            flat,
+            RSS_FLAT_RATIO,
+        ),
+        ratio_line(
+            "snapmgr restore / gunzip -c | psql",
+            quotient("snap_restore", "psql_restore"),
+            RESTORE_VS_PSQL,
+        ),
+    ]
+    for line, _ in lines:
+        say(line)
+    info = quotient("snap_zstd", "pg_dump")
+    if info is not None:
+        say(f"info: snapmgr snapshot (zstd) / pg_dump > /dev/null = {info:.2f}x, "
+            f"file {fmt_size(variants['snap_zstd'].size)}")  # fmt: skip
+    return {
+        "rows": args.rows,
+        "rss_rows": args.rss_rows,
+        "rounds": args.rounds,
+        "variants": {
+            key: {
+                "title": v.title,
+                "seconds": [s.seconds for s in v.samples],
+                "rss_kb": [s.rss_kb for s in v.samples],
+                "median_s": v.median(),
+                "size": v.size,
+                "skipped": v.skipped,
+                "failed": v.failed,
+            }
+            for key, v in variants.items()
+        },
+        "ratios": [line for line, _ in lines],
+    }
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--rows", type=int, help="rows in the main table (default 1,500,000; --quick 20,000)"
+    )
+    parser.add_argument(
+        "--rss-rows",
+        type=int,
+        help="a second database size, snapshotted to show that peak RSS stays flat "
+        "(default rows/4; 0 to skip)",
+    )
+    parser.add_argument("--rounds", type=int, help="alternating rounds (default 3; --quick 1)")
+    parser.add_argument("--quick", action="store_true", help="small and fast: a smoke run")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--work-dir", type=Path, help="where dumps go (default: a temp dir)")
+    parser.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="drop the data set databases at the end (they are kept and reused otherwise)",
+    )
+    args = parser.parse_args(argv)
+    if args.rows is None:
+        args.rows = 20_000 if args.quick else 1_500_000
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
+    if args.rss_rows is None:
+        args.rss_rows = max(args.rows // 4, 1000)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    for tool in ("pg_dump", "psql", "gzip", "gunzip", "bash"):
+        if shutil.which(tool) is None:
+            say(f"error: {tool} is not on PATH (install the PostgreSQL client and gzip)")
+            return 2
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        if args.work_dir:
+            args.work_dir.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix="snapmgr-bench-", dir=args.work_dir))
+        else:
+            work = Path(tempfile.mkdtemp(prefix="snapmgr-bench-"))
+        stack.callback(shutil.rmtree, work, True)
+        server = stack.enter_context(server_for_bench())
+        try:
+            variants = Bench(server, work, args).run()
+        except BenchError as exc:
+            say(f"error: {exc}")
+            return 1
+        result = report(variants, args)
+    say(f"total benchmark time {time.perf_counter() - started:.0f}s")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    failed = [v.title for v in variants.values() if v.failed]
+    if failed:
+        say(f"error: these variants failed: {', '.join(failed)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
