@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from snapmgr.cli.common import Ctx, command
@@ -11,7 +13,12 @@ app = typer.Typer()
 
 
 @command(app, "demo")
-def demo(ctx: Ctx) -> int:
+def demo(
+    ctx: Ctx,
+    builtin_sample: Annotated[
+        bool, typer.Option(help="Use the small built-in sample even if Pagila is there.")
+    ] = False,
+) -> int:
     """Snapshot, break and restore a sample database on a throwaway local cluster."""
-    run_demo(lambda line: print(line, flush=True))
+    run_demo(lambda line: print(line, flush=True), builtin_sample)
     return 0
