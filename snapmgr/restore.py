@@ -160,6 +160,8 @@ class _Attempt:
         self.where = options.conn.display()
         self.token = secrets.token_hex(16)
         self.terminated = 0
+        # Only while unverified dump bytes are flowing can a failure be their fault.
+        self.streaming_unverified = False
 
     def run(self, progress: Progress) -> RestoreResult:
         started = time.monotonic()
@@ -186,7 +188,10 @@ class _Attempt:
                 raise
             with _signals_held():
                 session.abort()
-            raise self._explain(exc, session) from exc
+            explained = self._explain(exc, session)
+            if explained is exc:
+                raise
+            raise explained from exc
         return RestoreResult(
             manifest=self.manifest,
             store=self.store,
@@ -222,10 +227,12 @@ class _Attempt:
         """Every byte of the stored dump into psql; raises at the end if it does not verify."""
         stream = StoredSql(self.manifest, self.store, rewrite=True)
         total = self.manifest.raw_size
+        self.streaming_unverified = True
         with progress:
             for chunk in stream:
                 session.send(chunk)
                 progress.update(stream.scanner.raw_size, total)
+        self.streaming_unverified = False
 
     def _check_counts(self, session: PsqlSession) -> None:
         """The restored tables' exact row counts must be the manifest's."""
@@ -295,7 +302,7 @@ class _Attempt:
         if isinstance(exc, RestoreError):
             return RestoreError(f"{exc}; {unchanged}")
         if isinstance(exc, PsqlGone | DumpError):
-            damage = self._stored_copy_damage()
+            damage = self._stored_copy_damage() if self.streaming_unverified else None
             if damage:
                 stopped = session.first_error()
                 seen = f" (psql had stopped at: {stopped})" if stopped else ""
@@ -320,7 +327,8 @@ class _Attempt:
                 while chunk := handle.read(CHUNK):
                     digest.update(chunk)
         except (OSError, SnapmgrError) as exc:
-            return f"cannot re-read {self.store.describe()}: {exc}"
+            log.warning("cannot re-read %s to check it: %s", self.store.describe(), exc)
+            return None
         location = self.store.backend.location(self.manifest.dump_name)
         if digest.size != self.manifest.size or digest.hexdigest() != self.manifest.sha256:
             return f"{location} does not match its manifest (sha256/size): the copy is corrupt"

@@ -115,7 +115,9 @@ def guard(
     cmd: Annotated[
         list[str] | None,
         typer.Argument(
-            metavar="-- CMD [ARGS]...", help="The command to guard, after --.", show_default=False
+            metavar="CMD",
+            help="The command to guard and its arguments, after --.",
+            show_default=False,
         ),
     ] = None,
     restore_on_failure: Annotated[
