@@ -11,8 +11,9 @@ stream ended before its end-of-stream marker.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, BinaryIO, Protocol, cast
 
 from isal import isal_zlib
 
@@ -23,6 +24,8 @@ GZIP_WBITS = 31  # zlib's "gzip container" window bits
 COMPRESSIONS = ("gzip", "zstd", "none")
 DEFAULT_LEVELS = {"gzip": 2, "zstd": 3, "none": None}
 LEVEL_RANGES = {"gzip": (0, 3), "zstd": (1, 22)}
+ZSTD_MAX_THREADS = 2
+READ_CHUNK = 1 << 20
 
 
 class Compressor(Protocol):
@@ -112,7 +115,7 @@ class _ZstdCompressor:
     def __init__(self, level: int) -> None:
         import zstandard
 
-        self._obj = zstandard.ZstdCompressor(level=level).compressobj()
+        self._obj = zstandard.ZstdCompressor(level=level, threads=zstd_threads()).compressobj()
 
     def compress(self, data: bytes) -> bytes:
         return bytes(self._obj.compress(data))
@@ -152,6 +155,12 @@ class _ZstdDecompressor:
         return b""
 
 
+def zstd_threads() -> int:
+    """zstd's worker threads: with two or more cores, compression overlaps our own
+    thread's work (one frame either way; more than two buys nothing here)."""
+    return ZSTD_MAX_THREADS if (os.cpu_count() or 1) > 1 else 0
+
+
 def compressor(compression: str, level: int | None) -> Compressor:
     """A fresh compressor for ``compression`` at ``level`` (already checked)."""
     if compression == "gzip":
@@ -179,9 +188,21 @@ class Digest:
     def __post_init__(self) -> None:
         self._hash = hashlib.sha256()
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | memoryview) -> None:
         self._hash.update(data)
         self.size += len(data)
+
+    def update_from(self, handle: BinaryIO, chunk: int = READ_CHUNK) -> None:
+        """Hash everything ``handle`` yields, reusing one buffer when it can ``readinto``."""
+        readinto = getattr(handle, "readinto", None)
+        if readinto is None:
+            while data := handle.read(chunk):
+                self.update(data)
+            return
+        buffer = bytearray(chunk)
+        view = memoryview(buffer)
+        while count := readinto(buffer):
+            self.update(view[:count])
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()

@@ -2,8 +2,8 @@
 
 ``read_sql`` is the one place that turns stored bytes back into SQL; both
 ``verify`` and ``restore`` consume it, so they check exactly the same things.
-The stored bytes are read in a separate thread from decompression, so a
-network read and the CPU work overlap.
+The stored bytes are read in one thread and decompressed, hashed and scanned
+in another, so a network read, the CPU work and the consumer (psql) overlap.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from snapmgr.codec import Digest, decompressor
 from snapmgr.dumpscan import DumpScanner
 from snapmgr.errors import SnapmgrError, StorageError, VerificationError
 from snapmgr.manifest import Manifest
-from snapmgr.pipeline import Channel, Worker
+from snapmgr.pipeline import Cancelled, Channel, Worker
 
 CHUNK = 1 << 20
-READ_AHEAD = 8
+READ_AHEAD = 8  # stored (compressed) chunks read ahead of decompression
+SQL_AHEAD = 4  # decoded SQL chunks (about 3 MiB each from gzip) ready for the consumer
 
 
 @dataclass(frozen=True)
@@ -49,17 +50,39 @@ class StoredSql:
         self._cancel = threading.Event()
 
     def __iter__(self) -> Iterator[bytes]:
-        channel: Channel[bytes] = Channel(READ_AHEAD, self._cancel)
-        reader = Worker("store-reader", self._read_into(channel), self._cancel)
+        raw: Channel[bytes] = Channel(READ_AHEAD, self._cancel)
+        sql: Channel[bytes] = Channel(SQL_AHEAD, self._cancel)
+        reader = Worker("store-reader", self._read_into(raw), self._cancel)
+        decoder = Worker("sql-decoder", self._decode_into(raw, sql, reader), self._cancel)
         reader.start()
+        decoder.start()
         try:
-            yield from self._decode(channel, reader)
+            yield from sql
+        except Cancelled:
+            pass  # a worker failed; its error is raised below
         finally:
             self._cancel.set()
             reader.join()
-        if reader.error is not None:
-            raise reader.error
+            decoder.join()
+        if isinstance(decoder.error, VerificationError):
+            raise decoder.error
+        for worker in (reader, decoder):
+            if worker.error is not None:
+                raise worker.error
         self._check_end()
+
+    def _decode_into(
+        self, raw: Channel[bytes], sql: Channel[bytes], reader: Worker
+    ) -> Callable[[], None]:
+        """Decode in a thread of its own, so that the consumer (psql's stdin, at the
+        server's pace) is fed from a queue and never waits for decompression."""
+
+        def run() -> None:
+            for piece in self._decode(raw, reader):
+                sql.put(piece)
+            sql.close()
+
+        return run
 
     def _read_into(self, channel: Channel[bytes]) -> Callable[[], None]:
         def run() -> None:
