@@ -418,6 +418,8 @@ class Bench:
         order = ["pg_dump", "script", "snap_gzip", "snap_zstd", "psql_restore", "snap_restore"]
         if rss_db:
             order.append("snap_gzip_rss")
+        if args.only:
+            order = [key for key in order if key in args.only]
         for number in range(args.rounds):
             load = os.getloadavg()[0]
             say(f"round {number + 1}/{args.rounds} (load average {load:.2f})")
@@ -570,6 +572,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, help="alternating rounds (default 3; --quick 1)")
     parser.add_argument("--quick", action="store_true", help="small and fast: a smoke run")
+    parser.add_argument(
+        "--only",
+        type=lambda text: set(text.split(",")),
+        help="measure only these variants (comma-separated keys: pg_dump, script, snap_gzip, "
+        "snap_zstd, psql_restore, snap_restore, snap_gzip_rss)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--work-dir", type=Path, help="where dumps go (default: a temp dir)")
     parser.add_argument(
