@@ -255,15 +255,25 @@ class SnapshotManager:
         restore_on_failure: bool = False,
         label: str | None = None,
         tags: Mapping[str, str] | None = None,
+        terminate_connections: bool = False,
+        lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
     ) -> GuardResult:
         """Snapshot, then run ``command``; on failure restore the snapshot if asked.
 
         A failed snapshot raises and the command never runs. The restore needs no
         confirmation: ``restore_on_failure`` is the confirmation.
         """
+
+        def restore(snapshot_id: str) -> RestoreResult:
+            return self.restore(
+                snapshot_id,
+                terminate_connections=terminate_connections,
+                lock_timeout_s=lock_timeout_s,
+            )
+
         return run_guard(
             command,
             lambda: self.snapshot(label=label, tags=tags),
-            self.restore,
+            restore,
             restore_on_failure=restore_on_failure,
         )

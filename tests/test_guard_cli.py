@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from tests.pgutil import Server
 SCHEMA = """
 CREATE TABLE accounts (id serial PRIMARY KEY, name text NOT NULL);
 INSERT INTO accounts (name) SELECT 'user ' || g FROM generate_series(1, 500) g;
+CREATE TABLE audit (at timestamptz DEFAULT now());
 """
 # A migration that gets halfway and fails, as they do.
 BAD_MIGRATION = (
@@ -90,6 +93,45 @@ def test_restore_on_failure_brings_the_database_back(
     assert result.returncode == 4, result.stderr
     assert result.stdout == "migrated halfway\n"
     assert "restored pre_migration_" in result.stderr and "counts match" in result.stderr
+    assert pg_server.dump(app_db) == before
+
+
+@contextlib.contextmanager
+def idle_in_transaction(pg_server: Server, dbname: str) -> Iterator[None]:
+    """A session of the old app version holding a lock, as a live app does."""
+    app = pg_server.connect(dbname)
+    app.autocommit = False
+    app.execute("SELECT count(*) FROM audit")
+    try:
+        yield
+    finally:
+        app.close()
+
+
+def test_restore_on_failure_can_end_the_apps_sessions_first(
+    cli: Cli, pg_server: Server, app_db: str
+) -> None:
+    url = pg_server.url(app_db)
+    before = pg_server.dump(app_db)
+    with idle_in_transaction(pg_server, app_db):
+        result = guard(
+            cli, url, "--restore-on-failure", "--terminate-connections",
+            "--", "sh", "-c", BAD_MIGRATION,
+        )  # fmt: skip
+    assert result.returncode == 4, result.stderr
+    assert "terminated 1 other session(s)" in result.stderr
+    assert pg_server.dump(app_db) == before
+
+    with idle_in_transaction(pg_server, app_db):
+        blocked = guard(
+            cli, url, "--restore-on-failure", "--lock-timeout", "1", "--", "sh", "-c", BAD_MIGRATION
+        )
+        assert blocked.returncode == 8, blocked.stderr
+        assert "--terminate-connections" in blocked.stderr
+        assert pg_server.dump(app_db) != before
+        retry = next(line for line in blocked.stderr.splitlines() if "to retry:" in line)
+        command = shlex.split(retry[retry.index("snapmgr restore") :])
+        cli.ok(*command[1:], "--terminate-connections", env={"DATABASE_URL": url})
     assert pg_server.dump(app_db) == before
 
 

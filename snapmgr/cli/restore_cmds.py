@@ -99,9 +99,9 @@ def restore(
     return 0
 
 
-def restore_command(ctx: Ctx, snapshot_id: str) -> str:
+def restore_command(ctx: Ctx, snapshot_id: str, flags: list[str]) -> str:
     """The exact command that restores ``snapshot_id`` with this invocation's config and stores."""
-    words = ["snapmgr", "restore", snapshot_id, "--yes"]
+    words = ["snapmgr", "restore", snapshot_id, "--yes", *flags]
     if ctx.config_path:
         words += ["--config", ctx.config_path]
     for store in ctx.stores:
@@ -120,6 +120,7 @@ def guard(
             show_default=False,
         ),
     ] = None,
+    *,
     restore_on_failure: Annotated[
         bool,
         typer.Option(
@@ -128,17 +129,37 @@ def guard(
         ),
     ] = False,
     label: Annotated[str | None, typer.Option(help="Snapshot label.")] = None,
+    terminate_connections: Annotated[
+        bool,
+        typer.Option(
+            "--terminate-connections",
+            help="When restoring, end the database's other sessions first.",
+        ),
+    ] = False,
+    lock_timeout: Annotated[
+        float,
+        typer.Option(
+            help="When restoring, give up after waiting this many seconds for "
+            "other sessions' locks.",
+            min=0.001,
+        ),
+    ] = DEFAULT_LOCK_TIMEOUT_S,
 ) -> int:
     """Snapshot, run CMD (e.g. a migration), exit with its code; on failure say how to
     restore, or restore."""
     ctx.overrides.update(label=label)
-    result = ctx.manager().guard(list(cmd or []), restore_on_failure=restore_on_failure)
+    result = ctx.manager().guard(
+        list(cmd or []),
+        restore_on_failure=restore_on_failure,
+        terminate_connections=terminate_connections,
+        lock_timeout_s=lock_timeout,
+    )
     if ctx.json_output:
         ctx.emit_json(_guard_json(result))
-    return _report(ctx, result)
+    return _report(ctx, result, ["--terminate-connections"] if terminate_connections else [])
 
 
-def _report(ctx: Ctx, result: GuardResult) -> int:
+def _report(ctx: Ctx, result: GuardResult, flags: list[str]) -> int:
     """Say what happened on stderr; the guard's exit code."""
     code = result.exit_code
     if code == 0:
@@ -150,13 +171,13 @@ def _report(ctx: Ctx, result: GuardResult) -> int:
     if result.restore_error is not None:
         _say(
             f"command failed (exit {code}) and the restore of {result.snapshot_id} failed: "
-            f"{result.restore_error}; to retry: {restore_command(ctx, result.snapshot_id)}"
+            f"{result.restore_error}; to retry: {restore_command(ctx, result.snapshot_id, flags)}"
         )
         return result.restore_error.exit_code
     why = f" after {result.stopped_by}" if result.stopped_by else ""
     _say(
         f"command failed (exit {code}){why}; the database was not restored. To roll back to "
-        f"the snapshot taken before it: {restore_command(ctx, result.snapshot_id)}"
+        f"the snapshot taken before it: {restore_command(ctx, result.snapshot_id, flags)}"
     )
     return code
 
