@@ -346,6 +346,11 @@ def _hint(reason: str) -> str:
         return (
             " (the restore holds all its locks in one transaction: raise max_locks_per_transaction)"
         )
+    if "invalid command \\restrict" in lowered:
+        return (
+            " (this psql predates the \\restrict line newer pg_dump writes: install the "
+            "latest minor release of the PostgreSQL client, or set pg_bin_dir)"
+        )
     if "must be owner" in lowered or "permission denied" in lowered:
         return " (restore as the database's owner or a superuser)"
     return ""

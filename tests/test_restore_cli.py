@@ -623,3 +623,17 @@ def test_only_the_armed_fence_lets_a_restore_commit(
     armed.send(ARM_AND_COMMIT.format(token="s3cret"))
     assert armed.finish() == 0
     assert pg_server.execute(empty_db, "SELECT to_regclass('public.kept')::text") == [("kept",)]
+
+
+def test_unreachable_target_exits_3_without_showing_its_password(
+    cli: Cli, pg_server: Server, hard_db: str
+) -> None:
+    snapshot_id = snapshot(cli, pg_server.url(hard_db))
+    for target in (
+        "postgresql://app:S3cretXYZ@127.0.0.1:1/db",
+        "postgresql://app:S3cretXYZ@h:x/db",
+    ):
+        result = restore(cli, pg_server.url(hard_db), snapshot_id, "--yes", "--target-url", target)
+        assert result.returncode in (2, 3), result.stderr
+        assert "S3cretXYZ" not in result.stderr + result.stdout
+        one_error_line(result.stderr)
