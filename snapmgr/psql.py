@@ -60,6 +60,7 @@ class PsqlSession:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            bufsize=0,  # nothing held back in our memory: what send() returns from is in the pipe
             env=env,
             start_new_session=True,  # our signals and our death must not reach it
         )  # fmt: skip
@@ -78,9 +79,11 @@ class PsqlSession:
             data = data.encode()
         if self._stdin is None:
             raise PsqlGone
+        view = memoryview(data)
         try:
-            self._stdin.write(data)
-            self._stdin.flush()
+            while view:
+                written = self._stdin.write(view)
+                view = view[written or 0 :]
         except (BrokenPipeError, ValueError):
             raise PsqlGone from None
 
