@@ -46,7 +46,7 @@ from snapmgr.manifest import (
     make_id,
     manifest_name,
 )
-from snapmgr.pipeline import Channel, Worker, join_all
+from snapmgr.pipeline import Channel, Worker, join_all, read_pipe
 from snapmgr.postgres import ConnInfo, ServerInfo, Tool, pg_dump_command
 from snapmgr.progress import Progress
 from snapmgr.redact import scrub
@@ -58,7 +58,9 @@ RAW_QUEUE = 4
 STORE_QUEUE = 16
 MAX_ID_ATTEMPTS = 100
 STDERR_TAIL = 64 * 1024
-PIPE_SIZE = 1 << 20
+PIPE_SIZE = 1 << 20  # the most an unprivileged process may ask for (pipe-max-size)
+PIPE_LOW_WATER = 256 << 10  # read once this much waits in the pipe ...
+PIPE_NAP_S = 0.001  # ... else nap this long first (1 MiB pipe: ample at 1 GB/s)
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -176,7 +178,7 @@ class DumpRun:
         """pg_dump stdout → scanner → raw channel."""
         stdout = self.proc.stdout
         assert stdout is not None
-        while chunk := stdout.read(CHUNK):
+        for chunk in read_pipe(stdout.fileno(), CHUNK, PIPE_LOW_WATER, PIPE_NAP_S):
             self.scanner.feed(chunk)
             self.raw.put(chunk)
         self.scanner.finish()
@@ -352,8 +354,7 @@ def _verify_stored(run: DumpRun, live: list[_Target], snapshot_id: str) -> None:
             digest = Digest()
             try:
                 with target.store.backend.open_reader(name) as handle:
-                    while chunk := handle.read(CHUNK):
-                        digest.update(chunk)
+                    digest.update_from(handle)
                 if digest.size != size or digest.hexdigest() != expected:
                     raise VerificationError(
                         f"{target.store.backend.location(name)} does not match what was written "
