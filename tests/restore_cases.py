@@ -8,8 +8,9 @@ custom cast and a procedure whose body has a ``COMMIT;`` line of its own.
 
 ``HARD_MUTATIONS`` and ``PAGILA_MUTATIONS`` are what a bad migration might do
 afterwards: create tables, schemas, functions, types, extensions, large
-objects, event triggers, publications and foreign servers; drop a table
-and a schema; change data; advance sequences. ``SLOW_CASE`` makes a restore
+objects, event triggers, publications, foreign servers and tables, languages,
+access methods, collations; drop a table and a schema; change data; advance
+sequences. ``SLOW_CASE`` makes a restore
 take seconds in the middle of its data (each row of ``b_slow`` sleeps in a
 generated column), so it can be killed there on purpose.
 """
@@ -90,6 +91,17 @@ CREATE SERVER after_snapshot_srv FOREIGN DATA WRAPPER after_snapshot_fdw;
 CREATE CAST (int4 AS mood) WITH INOUT;
 CREATE CAST (money AS int8) WITHOUT FUNCTION;
 ALTER TABLE people DISABLE ROW LEVEL SECURITY;
+CREATE LANGUAGE after_snapshot_lang HANDLER plpgsql_call_handler;
+CREATE ACCESS METHOD after_snapshot_am TYPE TABLE HANDLER heap_tableam_handler;
+CREATE TABLE public.in_new_am (a int) USING after_snapshot_am;
+CREATE TEXT SEARCH CONFIGURATION public.after_snapshot_ts (COPY = pg_catalog.english);
+CREATE COLLATION public.after_snapshot_coll (locale = 'C');
+CREATE STATISTICS public.after_snapshot_stats ON first, last FROM people;
+CREATE USER MAPPING FOR CURRENT_USER SERVER after_snapshot_srv;
+CREATE FOREIGN TABLE public.after_snapshot_ft (a int) SERVER after_snapshot_srv;
+CREATE EXTENSION postgres_fdw;
+CREATE SERVER after_snapshot_pg FOREIGN DATA WRAPPER postgres_fdw;
+COMMENT ON SCHEMA public IS 'changed after the snapshot';
 '''
 
 PAGILA_MUTATIONS = r"""
