@@ -177,6 +177,8 @@ class FsspecBackend:
             raise ConfigError(f"invalid fsspec store {url}: {exc}") from exc
         except TypeError as exc:
             raise ConfigError(f"fsspec store {url}: bad storage_options: {exc}") from exc
+        except Exception as exc:  # an implementation's own set-up failure (credentials...)
+            raise StorageError(f"cannot open the fsspec store {url}: {exc}") from exc
         self.root = str(root).rstrip("/")
         protocols = self.fs.protocol
         self.protocols = {protocols} if isinstance(protocols, str) else set(protocols)

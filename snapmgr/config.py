@@ -222,7 +222,18 @@ class Config:
         return out
 
 
-SECRET_OPTION_WORDS = ("secret", "password", "token", "key_id", "session", "credential")
+SECRET_OPTION_WORDS = (
+    "secret",
+    "password",
+    "passphrase",
+    "token",
+    "key_id",
+    "account_key",
+    "private_key",
+    "connection_string",
+    "session",
+    "credential",
+)
 
 
 def _redact_option(name: str, value: Any) -> Any:

@@ -5,6 +5,7 @@ and a store that dies mid-upload leaves nothing behind while the others commit."
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -130,11 +131,19 @@ storage_class = "STANDARD_IA"
 sse = "AES256"
 request_checksum_calculation = "when_required"
 response_checksum_validation = "when_required"
+
+[stores.archive]
+url = "gcs://{bucket}/db"
+storage_options = {{ project = "demo" }}
 """,
     )
     stores = json.loads(s3_cli.ok("stores", "--json", "--config", config).stdout)
     assert [s["name"] for s in stores["selected"]] == ["disk", "cloud"]
-    assert stores["configured"]["cloud"]["kind"] == "s3"
+    configured = stores["configured"]
+    assert configured["cloud"]["kind"] == "s3" and configured["cloud"]["status"] == "ok"
+    assert configured["archive"]["kind"] == "fsspec"
+    if importlib.util.find_spec("gcsfs") is None:
+        assert "pip install gcsfs" in configured["archive"]["status"]
     assert {"local", "s3", "fsspec"} <= set(stores["backends"])
 
     env = {"DATABASE_URL": pg_server.url(pagila_db)}

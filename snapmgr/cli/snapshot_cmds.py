@@ -10,10 +10,11 @@ from rich.table import Table
 
 from snapmgr.catalog import Entry
 from snapmgr.cli.common import Ctx, command, parse_tags
-from snapmgr.errors import StorageError, UsageError
+from snapmgr.config import StoreConfig
+from snapmgr.errors import SnapmgrError, StorageError, UsageError
 from snapmgr.progress import human_bytes
 from snapmgr.redact import redact_url
-from snapmgr.registry import available
+from snapmgr.registry import available, open_backend
 
 log = logging.getLogger("snapmgr")
 app = typer.Typer()
@@ -170,6 +171,16 @@ def show_config(ctx: Ctx) -> int:
     return 0
 
 
+def store_status(store: StoreConfig) -> str:
+    """``ok`` when the store's backend accepts its URL and options, else why not
+    (unknown option, missing package...). Opening a backend does no storage I/O."""
+    try:
+        open_backend(store.kind, store.url, store.options)
+    except SnapmgrError as exc:
+        return str(exc)
+    return "ok"
+
+
 @command(app, "stores")
 def stores(ctx: Ctx) -> int:
     """Configured stores, the ones this command would use, and available backends."""
@@ -178,7 +189,7 @@ def stores(ctx: Ctx) -> int:
     backends = available()
     if ctx.json_output:
         ctx.emit_json({
-            "configured": {n: {"kind": s.kind, "url": redact_url(s.url)}
+            "configured": {n: {"kind": s.kind, "url": redact_url(s.url), "status": store_status(s)}
                            for n, s in config.stores.items()},
             "selected": [{"name": s.name, "kind": s.kind, "url": redact_url(s.url)}
                          for s in selected],
@@ -187,7 +198,7 @@ def stores(ctx: Ctx) -> int:
         return 0
     print("configured stores:" if config.stores else "configured stores: none")
     for name, store in config.stores.items():
-        print(f"  {name}: {store.kind} {redact_url(store.url)}")
+        print(f"  {name}: {store.kind} {redact_url(store.url)} ({store_status(store)})")
     print("selected (used by commands without --store):" if not ctx.stores else "selected:")
     for store in selected:
         print(f"  {store.name}: {store.kind} {redact_url(store.url)}")

@@ -4,7 +4,9 @@ meets when an implementation package is missing or a scheme is unknown."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import uuid
+from pathlib import Path
 from typing import ClassVar
 
 import fsspec
@@ -12,6 +14,7 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 from backends.fsspec_store import FsspecBackend
+from snapmgr.config import load_config
 from snapmgr.errors import ConfigError, StorageError
 from snapmgr.registry import kind_for_url, open_backend
 from tests.backends.base import read_all, write_all
@@ -86,3 +89,29 @@ def test_any_registered_scheme_works_with_its_storage_options() -> None:
     write_all(backend, "x.sql.gz", b"dump bytes")
     assert read_all(backend, "x.sql.gz") == b"dump bytes"
     assert backend.location("x.sql.gz").startswith("snapmgrtestfs://")
+
+
+def test_config_redacts_secrets_in_storage_options(tmp_path: Path) -> None:
+    config_file = tmp_path / "snapmgr.toml"
+    config_file.write_text(
+        """
+[stores.blob]
+url = "az://container/db"
+storage_options = { account_name = "acct", account_key = "K3y==", sas_token = "sv=x" }
+
+[stores.s3fs]
+url = "fsspec+s3://bucket/db"
+
+[stores.s3fs.storage_options]
+key = "AKIAEXAMPLE"
+secret = "s3cr3t"
+client_kwargs = { region_name = "eu-west-1" }
+"""
+    )
+    config = load_config({}, {}, str(config_file))
+    assert config.stores["blob"].kind == "fsspec"
+    assert config.stores["s3fs"].url == "s3://bucket/db"
+    shown = json.dumps(config.redacted())
+    for secret in ("K3y==", "sv=x", "s3cr3t"):
+        assert secret not in shown
+    assert "acct" in shown and "eu-west-1" in shown
