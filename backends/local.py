@@ -105,7 +105,7 @@ class LocalWriter:
 
 
 class LocalBackend:
-    """A directory on this machine (``/path``, ``./rel``, ``~/x`` or ``file:///path``)."""
+    """A directory on this machine (``/path``, ``./rel``, ``~/x``, ``file:///path``)."""
 
     kind = "local"
     OPTIONS = frozenset[str]()
@@ -116,7 +116,7 @@ class LocalBackend:
 
     @staticmethod
     def _path_from_url(url: str) -> Path:
-        if url.startswith("file://"):
+        if url.lower().startswith(("file://", "local://")):  # local:// routes here by kind name
             parsed = urlparse(url)
             if parsed.netloc not in ("", "localhost"):
                 raise StorageError(f"file URL {url!r} names a remote host; use file:///path")

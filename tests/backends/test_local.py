@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from backends.local import LocalBackend
+from snapmgr.registry import kind_for_url, open_backend
 from tests.backends.base import BackendConformance, MakeBackend
 
 
@@ -25,3 +26,11 @@ class TestLocal(BackendConformance):
                 (tmp_path / "store" / name).write_bytes(name.encode())
 
         return write
+
+
+@pytest.mark.parametrize("scheme", ["file", "local"])
+def test_file_and_local_urls_are_absolute_paths(tmp_path: Path, scheme: str) -> None:
+    kind, url = kind_for_url(f"{scheme}://{tmp_path}/store")
+    backend = open_backend(kind, url, {})
+    assert isinstance(backend, LocalBackend)
+    assert backend.root == tmp_path / "store"
