@@ -205,7 +205,11 @@ class _Attempt:
     def _open(self, session: PsqlSession) -> None:
         """Begin; take the restore lock; put up the fence; make room."""
         session.send(BEGIN)
-        session.send(session.marker("xact", "txid_current() || ' ' || pg_backend_pid()"))
+        session.send(
+            session.marker(
+                "xact", "pg_catalog.txid_current() || ' ' || pg_catalog.pg_backend_pid()"
+            )
+        )
         session.send(LOCK)
         session.send(FENCE.format(token=self.token))
         if self.options.terminate_connections:

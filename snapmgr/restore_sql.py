@@ -26,10 +26,14 @@ from snapmgr.postgres import ROW_COUNTS_SQL
 RESTORE_LOCK_KEY = 0x736E61706D6772
 LOCK_WAIT_TRIES = 50  # x 0.1 s: lets an attempt that is still rolling back finish
 
+# A role's statement, idle or (PostgreSQL 17) transaction timeouts must not cut
+# a long restore short; the last one is only set where it exists.
 BEGIN = """BEGIN;
 SET LOCAL statement_timeout = 0;
 SET LOCAL idle_in_transaction_session_timeout = 0;
 SET LOCAL client_min_messages = warning;
+SELECT pg_catalog.set_config(name, '0', true) FROM pg_catalog.pg_settings
+  WHERE name = 'transaction_timeout';
 """
 
 LOCK = f"""DO $snapmgr$
