@@ -7,6 +7,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -235,3 +240,47 @@ def test_unknown_store_scheme_is_a_usage_error(cli: Cli) -> None:
     result = cli("list", "--store", "nosuchfs://bucket/db")
     assert result.returncode == 2, result.stderr
     assert "nosuchfs://" in result.stderr and "Traceback" not in result.stderr
+
+
+class SlowParts(FaultProxy):
+    """Forwards everything, but holds each UploadPart for ``delay`` seconds."""
+
+    def __init__(self, target: str, delay: float) -> None:
+        super().__init__(target, fail_from_part=1 << 30)
+        self.delay = delay
+        self.part_seen = threading.Event()
+
+    def _should_cut(self, method: str, path: str) -> int | None:
+        if method == "PUT" and "partNumber=" in path:
+            self.part_seen.set()
+            time.sleep(self.delay)
+        return None
+
+
+def test_sigterm_during_an_s3_upload_aborts_it(
+    s3_cli: Cli, pg_server: Server, pagila_db: str, s3: Any, bucket: str, moto_server: str
+) -> None:
+    """A PaaS stops the deploy mid-snapshot: the multipart upload is aborted."""
+    add_incompressible_table(pg_server, pagila_db)
+    with SlowParts(moto_server, delay=0.5) as proxy:
+        env = {
+            **s3_cli.env,
+            "DATABASE_URL": pg_server.url(pagila_db),
+            "AWS_ENDPOINT_URL_S3": proxy.url,
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "snapmgr", "snapshot", "--compression", "none",
+             "--store", f"s3://{bucket}/app"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert proxy.part_seen.wait(60), "no part upload started"
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert pending_uploads(s3, bucket) == []
+    assert bucket_keys(s3, bucket) == []
