@@ -164,7 +164,8 @@ def translate(exc: Exception, action: str, where: str) -> SnapmgrError:
         if code == "NotImplemented":
             return StorageError(
                 f"cannot {action} {where}: the store does not implement this request "
-                f"({message}); snapmgr needs conditional writes (If-None-Match)"
+                f"({message}); snapmgr needs conditional writes (If-None-Match) and "
+                "multi-object delete"
             )
         return StorageError(f"cannot {action} {where}: {code}: {message}")
     if isinstance(exc, botocore.exceptions.NoCredentialsError):

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
+import botocore.exceptions
 import pytest
 from moto import mock_aws
 
@@ -22,8 +23,9 @@ from backends.s3 import (
     PartPlan,
     S3Backend,
     plan_parts,
+    translate,
 )
-from snapmgr.errors import ConfigError, NotFoundError, StorageError
+from snapmgr.errors import ConfigError, IdTakenError, NotFoundError, StorageError
 from snapmgr.registry import kind_for_url, open_backend
 from tests.backends.base import BackendConformance, MakeBackend, read_all, write_all
 from tests.s3_server import bucket_keys, fake_aws, moto_server, pending_uploads
@@ -256,3 +258,26 @@ def test_unreachable_endpoint_is_a_storage_error(
     backend = S3Backend("s3://bucket/x", {"endpoint_url": "http://127.0.0.1:9"})
     with pytest.raises(StorageError, match="cannot reach"):
         list(backend.list_objects())
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "expected", "hint"),
+    [
+        ("NoSuchKey", "gone", NotFoundError, "does not exist"),
+        ("PreconditionFailed", "At least one...", IdTakenError, "never overwrites"),
+        ("ConditionalRequestConflict", "busy", IdTakenError, "never overwrites"),
+        ("AccessDenied", "no", StorageError, "credentials"),
+        ("InvalidRequest", "Checksum Type mismatch occurred", StorageError, "when_required"),
+        ("NotImplemented", "If-None-Match", StorageError, "conditional writes"),
+        ("SlowDown", "reduce your request rate", StorageError, "SlowDown"),
+    ],
+)
+def test_service_errors_become_actionable_snapmgr_errors(
+    code: str, message: str, expected: type[Exception], hint: str
+) -> None:
+    error = botocore.exceptions.ClientError(
+        {"Error": {"Code": code, "Message": message}}, "PutObject"
+    )
+    translated = translate(error, "write", "s3://b/k")
+    assert type(translated) is expected
+    assert hint in str(translated) and "s3://b/k" in str(translated)
