@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from snapmgr.catalog import Entry, Store
@@ -68,6 +69,7 @@ log = logging.getLogger("snapmgr")
 DEFAULT_LOCK_TIMEOUT_S = 30.0
 IN_DOUBT_WAIT_S = 30.0
 MAINTENANCE_DATABASES = ("postgres", "template1")
+_OTHER = " (restore another snapshot or copy: see `snapmgr list`)"
 
 
 class RestoreInterrupted(RestoreError):
@@ -299,7 +301,7 @@ class _Attempt:
         """The one error to report for a rolled-back attempt."""
         unchanged = f"rolled back, {self.where} is unchanged"
         if isinstance(exc, VerificationError | StorageError):
-            return type(exc)(f"{exc}; nothing was restored, {self.where} is unchanged")
+            return type(exc)(f"{exc}; nothing was restored, {self.where} is unchanged{_OTHER}")
         if isinstance(exc, KeyboardInterrupt):
             name = f" by {exc.args[0]}" if exc.args else ""
             return RestoreInterrupted(f"restore interrupted{name}; {unchanged}")
@@ -311,7 +313,7 @@ class _Attempt:
                 stopped = session.first_error()
                 seen = f" (psql had stopped at: {stopped})" if stopped else ""
                 return VerificationError(
-                    f"{damage}{seen}; nothing was restored, {self.where} is unchanged"
+                    f"{damage}{seen}; nothing was restored, {self.where} is unchanged{_OTHER}"
                 )
             reason = session.first_error() or f"psql exited with code {session.proc.returncode}"
             if isinstance(exc, DumpError):
@@ -386,7 +388,7 @@ def _check_target(conn: ConnInfo, create: bool) -> ServerInfo:
         raise
 
 
-def _maintenance(conn: ConnInfo) -> Any:
+def _maintenance(conn: ConnInfo) -> psycopg.Connection[Any]:
     """A connection to the same server's maintenance database, for CREATE/DROP DATABASE."""
     last: DatabaseError | None = None
     for name in MAINTENANCE_DATABASES:
@@ -400,8 +402,6 @@ def _maintenance(conn: ConnInfo) -> Any:
 
 def _create_database(conn: ConnInfo) -> bool:
     """Create the target database if it is missing; True if this call created it."""
-    import psycopg
-
     with _maintenance(conn) as admin:
         exists = admin.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (conn.dbname,)
@@ -421,8 +421,6 @@ def _create_database(conn: ConnInfo) -> bool:
 
 def _drop_created_database(conn: ConnInfo) -> None:
     """Undo ``--create`` after a failed restore, so the server is as it was."""
-    import psycopg
-
     statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
         sql.Identifier(conn.dbname)
     )
