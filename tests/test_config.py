@@ -118,3 +118,25 @@ def test_store_specs_resolve_to_backends(tmp_path: Path) -> None:
         "gcs://g/p": ("fsspec", "gcs://g/p"),
     }
     assert config.stores["offsite"].options == {"region": "eu-west-1"}
+
+
+def test_example_store_tables_are_accepted_by_their_backends(tmp_path: Path) -> None:
+    """Uncomment the example's store tables: every option they show must be valid."""
+    from snapmgr.registry import open_backend
+
+    text = EXAMPLE.read_text()
+    head, stores = text.split("# Stores. The table name", 1)
+    lines = []
+    for line in stores.splitlines():
+        body = line[2:] if line.startswith("# ") else line
+        # `profile` must name a real AWS profile, which this machine has none of.
+        skipped = body.startswith(("backend =", "profile ="))
+        if re.match(r"^(\[stores\.\w+\]|\w+ = )", body) and not skipped:
+            lines.append(body)
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    config = load_config({}, {}, path)
+    assert {"local", "s3", "gcs"} <= set(config.stores)
+    for name in ("local", "s3"):
+        store = config.stores[name]
+        open_backend(store.kind, store.url, store.options)
+    assert config.stores["s3"].options["sse"] == "aws:kms"
