@@ -125,7 +125,7 @@ def test_example_store_tables_are_accepted_by_their_backends(tmp_path: Path) -> 
     from snapmgr.registry import open_backend
 
     text = EXAMPLE.read_text()
-    head, stores = text.split("# Stores. The table name", 1)
+    _, stores = text.split("# Stores. The table name", 1)
     lines = []
     for line in stores.splitlines():
         body = line[2:] if line.startswith("# ") else line
