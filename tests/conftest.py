@@ -21,6 +21,8 @@ from snapmgr.cluster import TempCluster
 from tests.pgutil import Server, load_pagila
 
 PAGILA_TEMPLATE = "pagila_template"
+BIG_TEMPLATE = "big_template"
+BIG_ROWS = 200_000
 _counter = itertools.count()
 
 
@@ -53,6 +55,28 @@ def fresh_db_name() -> str:
 def pagila_db(pg_server: Server, pagila_template: str, fresh_db_name: str) -> Iterator[str]:
     """A private copy of Pagila for one test; its name."""
     pg_server.create_db(fresh_db_name, template=pagila_template)
+    yield fresh_db_name
+    pg_server.drop_db(fresh_db_name)
+
+
+@pytest.fixture(scope="session")
+def big_template(pg_server: Server) -> str:
+    """Two tables of ~105 MB of COPY text in all: a dump or restore long enough to
+    interrupt in the middle of a table. Built once per session."""
+    pg_server.create_db(BIG_TEMPLATE)
+    pg_server.execute(
+        BIG_TEMPLATE,
+        "CREATE TABLE big_a AS SELECT g AS id, repeat(md5(g::text), 16) AS payload "
+        f"FROM generate_series(1, {BIG_ROWS}) g;"
+        "CREATE TABLE big_b AS SELECT * FROM big_a;",
+    )
+    return BIG_TEMPLATE
+
+
+@pytest.fixture
+def big_db(pg_server: Server, big_template: str, fresh_db_name: str) -> Iterator[str]:
+    """A private copy of the big database for one test; its name."""
+    pg_server.create_db(fresh_db_name, template=big_template)
     yield fresh_db_name
     pg_server.drop_db(fresh_db_name)
 

@@ -2,46 +2,24 @@
 
 Every test checks the same safety property afterwards: no manifest for the
 failed attempt (so no committed snapshot), the pointer file unchanged, no
-stray files in the store, and the next snapshot still works.
+stray files in the store, and the next snapshot and prune still work.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Cli
 from tests.pgutil import Server
-
-BIG_TEMPLATE = "big_template"
-BIG_ROWS = 200_000  # ~105 MB of COPY text: long enough to interrupt mid-stream
-
-
-@pytest.fixture(scope="session")
-def big_template(pg_server: Server) -> str:
-    pg_server.create_db(BIG_TEMPLATE)
-    pg_server.execute(
-        BIG_TEMPLATE,
-        "CREATE TABLE big_a AS SELECT g AS id, repeat(md5(g::text), 16) AS payload "
-        f"FROM generate_series(1, {BIG_ROWS}) g;"
-        "CREATE TABLE big_b AS SELECT * FROM big_a;",
-    )
-    return BIG_TEMPLATE
-
-
-@pytest.fixture
-def big_db(pg_server: Server, big_template: str, fresh_db_name: str) -> Iterator[str]:
-    pg_server.create_db(fresh_db_name, template=big_template)
-    yield fresh_db_name
-    pg_server.drop_db(fresh_db_name)
 
 
 def store_files(cli: Cli) -> list[str]:
@@ -102,9 +80,22 @@ def assert_nothing_committed(cli: Cli, baseline: tuple[str, str]) -> None:
     assert '"faulty' not in listed
 
 
-def assert_next_snapshot_works(cli: Cli, url: str) -> None:
+def assert_next_snapshot_and_prune_work(cli: Cli, url: str) -> None:
+    """After a fault: a new snapshot commits and verifies, and prune keeps every
+    committed snapshot while removing what the fault left once past orphan_grace."""
+    committed = {n.removesuffix(".json") for n in store_files(cli) if n.endswith(".json")}
     new_id = cli.ok("snapshot", "--label", "after", env={"DATABASE_URL": url}).stdout.strip()
     cli.ok("verify", new_id)
+    # Whatever the fault left is older than the snapshot just taken (seconds): past 1s.
+    report = json.loads(
+        cli.ok("prune", "--keep-last", "1", "--json", env={"SNAPMGR_ORPHAN_GRACE": "1s"}).stdout
+    )
+    assert {item["id"] for item in report["keep"]} == committed | {new_id}
+    assert report["remove"] == [] and all(o["removed"] for o in report["orphans"])
+    assert set(store_files(cli)) == {
+        name for i in committed | {new_id} for name in (f"{i}.json", f"{i}.sql.gz")
+    }
+    cli.ok("verify", "--all")
 
 
 def test_server_terminating_pg_dump_mid_copy_exits_4(
@@ -129,7 +120,7 @@ def test_server_terminating_pg_dump_mid_copy_exits_4(
     assert err.count("error:") == 1
     assert_nothing_committed(cli, baseline)
     assert not [n for n in store_files(cli) if "faulty" in n]
-    assert_next_snapshot_works(cli, pg_server.url(big_db))
+    assert_next_snapshot_and_prune_work(cli, pg_server.url(big_db))
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -145,7 +136,7 @@ def test_signal_mid_upload_stops_pg_dump_and_discards(
     assert_nothing_committed(cli, baseline)
     assert not [n for n in store_files(cli) if "faulty" in n or n.endswith(".partial")]
     wait_for(lambda: not pg_dump_pids(big_db), timeout=10, what="pg_dump to exit")
-    assert_next_snapshot_works(cli, pg_server.url(big_db))
+    assert_next_snapshot_and_prune_work(cli, pg_server.url(big_db))
 
 
 def test_sigkill_leaves_only_an_uncommitted_orphan(
@@ -163,7 +154,7 @@ def test_sigkill_leaves_only_an_uncommitted_orphan(
     assert baseline[0] in shown
     # pg_dump notices its reader is gone (broken pipe) and exits by itself.
     wait_for(lambda: not pg_dump_pids(big_db), timeout=30, what="the orphaned pg_dump to exit")
-    assert_next_snapshot_works(cli, pg_server.url(big_db))
+    assert_next_snapshot_and_prune_work(cli, pg_server.url(big_db))
 
 
 def test_disk_full_exits_5_and_removes_the_partial_file(
@@ -183,7 +174,7 @@ def test_disk_full_exits_5_and_removes_the_partial_file(
     assert err.count("error:") == 1 and "cannot write" in err and "free some space" in err
     assert cli.pointer.read_text() == pointer
     assert store_files(cli) == sorted([f"{first}.sql.gz", f"{first}.json"])
-    assert_next_snapshot_works(cli, url)
+    assert_next_snapshot_and_prune_work(cli, url)
 
 
 def test_store_path_under_a_regular_file_exits_5(
