@@ -34,6 +34,7 @@ import fsspec.core
 
 from backends.base import ObjectInfo, check_options, translating_reader
 from snapmgr.errors import ConfigError, IdTakenError, NotFoundError, SnapmgrError, StorageError
+from snapmgr.redact import redact_url
 
 OPTIONS = frozenset({"storage_options"})
 # Commits on these protocols honour mode "xb" with a conditional request.
@@ -163,6 +164,7 @@ class FsspecBackend:
         if not isinstance(storage_options, Mapping):
             raise ConfigError("fsspec store option storage_options: expected a table")
         self.url = url
+        shown = redact_url(url)
         try:
             self.fs, root = fsspec.core.url_to_fs(url, **dict(storage_options))
         except ImportError as exc:
@@ -171,14 +173,14 @@ class FsspecBackend:
             if "Protocol not known" in str(exc):
                 scheme = url.partition("://")[0]
                 raise ConfigError(
-                    f"no filesystem for {scheme}:// URLs ({url}); check the store URL or install "
-                    "the fsspec implementation that provides it"
+                    f"no filesystem for {scheme}:// URLs ({shown}); check the store URL or "
+                    "install the fsspec implementation that provides it"
                 ) from exc
-            raise ConfigError(f"invalid fsspec store {url}: {exc}") from exc
+            raise ConfigError(f"invalid fsspec store {shown}: {exc}") from exc
         except TypeError as exc:
-            raise ConfigError(f"fsspec store {url}: bad storage_options: {exc}") from exc
+            raise ConfigError(f"fsspec store {shown}: bad storage_options: {exc}") from exc
         except Exception as exc:  # an implementation's own set-up failure (credentials...)
-            raise StorageError(f"cannot open the fsspec store {url}: {exc}") from exc
+            raise StorageError(f"cannot open the fsspec store {shown}: {exc}") from exc
         self.root = str(root).rstrip("/")
         protocols = self.fs.protocol
         self.protocols = {protocols} if isinstance(protocols, str) else set(protocols)

@@ -48,6 +48,7 @@ from snapmgr.errors import (
     SnapmgrError,
     StorageError,
 )
+from snapmgr.redact import redact_url
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -515,11 +516,17 @@ class S3Backend:
     @staticmethod
     def _parse_url(url: str) -> tuple[str, str]:
         parts = urlsplit(url)
+        shown = redact_url(url)
         if parts.scheme.lower() != "s3" or not parts.netloc:
-            raise ConfigError(f"not an S3 URL: {url!r} (expected s3://bucket/prefix)")
+            raise ConfigError(f"not an S3 URL: {shown!r} (expected s3://bucket/prefix)")
+        if "@" in parts.netloc:
+            raise ConfigError(
+                f"S3 URL {shown!r} has credentials in it; give them through boto3's chain "
+                "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or a role) instead"
+            )
         if parts.query or parts.fragment:
             raise ConfigError(
-                f"S3 URL {url!r} has a query; put options in the store's [stores.NAME] table"
+                f"S3 URL {shown!r} has a query; put options in the store's [stores.NAME] table"
             )
         prefix = parts.path.strip("/")
         return parts.netloc, f"{prefix}/" if prefix else ""

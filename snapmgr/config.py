@@ -22,7 +22,7 @@ from snapmgr.codec import COMPRESSIONS, check_level
 from snapmgr.durations import Duration, parse_duration
 from snapmgr.errors import ConfigError, UsageError
 from snapmgr.manifest import validate_label
-from snapmgr.redact import redact_url
+from snapmgr.redact import redact_url, url_secrets
 from snapmgr.registry import kind_for_url
 
 DEFAULT_BACKUP_DIR = "/tmp/db_snapshots"  # noqa: S108 - documented default, same as the scripts it replaces
@@ -198,6 +198,14 @@ class Config:
             seen.setdefault(store.url, store)
         return list(seen.values())
 
+    def secrets(self) -> list[str]:
+        """Secret values in the settings (passwords in URLs, secret store options),
+        so they can be scrubbed from anything printed."""
+        found = url_secrets(self.database_url or "")
+        for store in self.stores.values():
+            found += url_secrets(store.url) + _secret_option_values(store.options)
+        return found
+
     def redacted(self) -> dict[str, Any]:
         """Every setting with its source, safe to print (passwords and keys masked)."""
         out: dict[str, Any] = {}
@@ -236,13 +244,25 @@ SECRET_OPTION_WORDS = (
 )
 
 
+def _is_secret_option(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in SECRET_OPTION_WORDS) and "kms" not in lowered
+
+
 def _redact_option(name: str, value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _redact_option(k, v) for k, v in value.items()}
-    lowered = name.lower()
-    if any(word in lowered for word in SECRET_OPTION_WORDS) and "kms" not in lowered:
-        return "***"
-    return value
+    return "***" if _is_secret_option(name) else value
+
+
+def _secret_option_values(options: Mapping[str, Any]) -> list[str]:
+    found: list[str] = []
+    for name, value in options.items():
+        if isinstance(value, Mapping):
+            found += _secret_option_values(value)
+        elif _is_secret_option(name) and value is not None:
+            found.append(str(value))
+    return found
 
 
 def _read_file(path: Path) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 MASK = "***"
 _KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
@@ -34,6 +34,21 @@ def redact_url(text: str) -> str:
         netloc = f"{user}:{MASK}@{hostinfo}" if ":" in userinfo else f"{user}@{hostinfo}"
     query = _QUERY_SECRET.sub(lambda m: m.group(1) + MASK, "?" + parts.query)[1:]
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def url_secrets(text: str) -> list[str]:
+    """The secret parts of a URL (its password, secret query values), as written and decoded."""
+    if "://" not in text:
+        return [m.group(2).strip("'") for m in _KV_PASSWORD.finditer(text)]
+    try:
+        parts = urlsplit(text)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError:
+        return []
+    userinfo = parts.netloc.rpartition("@")[0]
+    found = [userinfo.split(":", 1)[1]] if ":" in userinfo else []
+    found += [value for key, value in query if _QUERY_SECRET.match(f"?{key}=")]
+    return list(dict.fromkeys(v for secret in found if secret for v in (secret, unquote(secret))))
 
 
 def scrub(text: str, secrets: Iterable[str | None]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
 from typing import Annotated
 
 import typer
@@ -52,5 +53,31 @@ _collect()
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point.
+
+    A command-line mistake (unknown option, bad or missing value) is one line
+    on stderr and exit 2, like every other failure, instead of click's usage
+    block and boxed message.
+    """
+    try:
+        code = app(standalone_mode=False)
+    except _CLICK_ERROR as exc:
+        if type(exc).__name__ != "NoArgsIsHelpError":  # the help text is already shown
+            sys.stderr.write(f"snapmgr: error: {_one_line(exc)}\n")
+        sys.exit(getattr(exc, "exit_code", 2))
+    except typer.Abort:
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+# typer re-exports only BadParameter; its base is every click usage error
+# (click's own, or the copy newer typers vendor).
+_CLICK_ERROR: type[Exception] = next(
+    cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException"
+)
+
+
+def _one_line(exc: Exception) -> str:
+    message = " ".join(str(getattr(exc, "format_message", exc.__str__)()).split()).rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    return f"{message}; see `{ctx.command_path} --help`" if ctx is not None else message

@@ -29,10 +29,11 @@ from rich.console import Console
 from snapmgr.config import Config, load_config
 from snapmgr.errors import SnapmgrError
 from snapmgr.manager import SnapshotManager
-from snapmgr.redact import scrub
+from snapmgr.redact import scrub, url_secrets
 
 log = logging.getLogger("snapmgr")
 EXIT_INTERRUPTED = 130
+SECRET_VARIABLES = ("PGPASSWORD", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 ConfigOpt = Annotated[
     str | None,
@@ -98,12 +99,12 @@ class Ctx:
         sys.stdout.flush()
 
     def secrets(self) -> list[str | None]:
-        candidates = [os.environ.get("PGPASSWORD")]
-        for url in (self.database_url, os.environ.get("DATABASE_URL")):
-            if url and "://" in url and "@" in url:
-                userinfo = url.split("://", 1)[1].rsplit("@", 1)[0]
-                if ":" in userinfo:
-                    candidates.append(userinfo.split(":", 1)[1])
+        """Every secret value this invocation knows of, to scrub from what it prints."""
+        candidates: list[str | None] = [os.environ.get(name) for name in SECRET_VARIABLES]
+        for url in (self.database_url, os.environ.get("DATABASE_URL"), *self.stores):
+            candidates += url_secrets(url or "")
+        if self._config is not None:
+            candidates += self._config.secrets()
         return candidates
 
 
@@ -113,11 +114,25 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def setup_logging(quiet: bool, verbose: int) -> None:
-    """Logs go to stderr, so ``--json`` output on stdout stays parseable."""
+class _Scrubbing(logging.Formatter):
+    """Formats a record, then masks every known secret in the text."""
+
+    def __init__(self, secrets: Callable[[], list[str | None]]) -> None:
+        super().__init__("snapmgr: %(message)s")
+        self._secrets = secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record), self._secrets())
+
+
+def setup_logging(
+    quiet: bool, verbose: int, secrets: Callable[[], list[str | None]] = list
+) -> None:
+    """Logs go to stderr, so ``--json`` output on stdout stays parseable; secrets
+    are masked in every line."""
     level = logging.WARNING if quiet else logging.DEBUG if verbose >= 2 else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("snapmgr: %(message)s"))
+    handler.setFormatter(_Scrubbing(secrets))
     root = logging.getLogger("snapmgr")
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -126,7 +141,8 @@ def setup_logging(quiet: bool, verbose: int) -> None:
 
 def fail(ctx: Ctx | None, message: str, code: int) -> NoReturn:
     secrets = ctx.secrets() if ctx else []
-    sys.stderr.write(f"snapmgr: error: {scrub(message, secrets)}\n")
+    line = " ".join(scrub(message, secrets).split())  # one line, whatever a library said
+    sys.stderr.write(f"snapmgr: error: {line}\n")
     sys.stderr.flush()
     raise typer.Exit(code)
 
@@ -142,7 +158,7 @@ def run_guarded(ctx: Ctx, body: Callable[[], int | None]) -> None:
     it unwinds through the same cleanup, so a partial upload is aborted and
     a restore rolled back instead of the process dying mid-step.
     """
-    setup_logging(ctx.quiet, ctx.verbose)
+    setup_logging(ctx.quiet, ctx.verbose, ctx.secrets)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         code = body()
