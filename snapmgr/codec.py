@@ -11,7 +11,6 @@ stream ended before its end-of-stream marker.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol, cast
 
@@ -24,7 +23,6 @@ GZIP_WBITS = 31  # zlib's "gzip container" window bits
 COMPRESSIONS = ("gzip", "zstd", "none")
 DEFAULT_LEVELS = {"gzip": 2, "zstd": 3, "none": None}
 LEVEL_RANGES = {"gzip": (0, 3), "zstd": (1, 22)}
-ZSTD_MAX_THREADS = 2
 READ_CHUNK = 1 << 20
 
 
@@ -115,7 +113,7 @@ class _ZstdCompressor:
     def __init__(self, level: int) -> None:
         import zstandard
 
-        self._obj = zstandard.ZstdCompressor(level=level, threads=zstd_threads()).compressobj()
+        self._obj = zstandard.ZstdCompressor(level=level).compressobj()
 
     def compress(self, data: bytes) -> bytes:
         return bytes(self._obj.compress(data))
@@ -153,12 +151,6 @@ class _ZstdDecompressor:
         if not self._done:
             raise VerificationError("zstd data is truncated: the stream ends before its last frame")
         return b""
-
-
-def zstd_threads() -> int:
-    """zstd's worker threads: with two or more cores, compression overlaps our own
-    thread's work (one frame either way; more than two buys nothing here)."""
-    return ZSTD_MAX_THREADS if (os.cpu_count() or 1) > 1 else 0
 
 
 def compressor(compression: str, level: int | None) -> Compressor:
