@@ -65,6 +65,8 @@ DEFAULT_PART_SIZE = 8 * MIB
 MAX_PARTS = 10_000
 DEFAULT_CONCURRENCY = 4
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1,000 keys
+PENDING_MARK = "~"  # never in a snapshot object's name: separates the upload ID
+PENDING_SUFFIX = ".partial"  # with the leading dot, what the core takes for a temp object
 CHECKSUM_MODES = ("when_supported", "when_required")
 SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse")
 ADDRESSING_STYLES = ("auto", "virtual", "path")
@@ -575,20 +577,51 @@ class S3Backend:
         return ObjectInfo(name, head["ContentLength"], _utc(head["LastModified"]))
 
     def list_objects(self) -> Iterator[ObjectInfo]:
+        """The objects, then every unfinished multipart upload as a temp object
+        (``.<name>~<upload id>.partial``, size 0, modified when it started).
+
+        An upload whose writer was killed (SIGKILL, a crash, a lost endpoint)
+        is invisible to a plain listing and billed until aborted; listed like a
+        local store's leftover temp file, prune aborts it once it is older than
+        ``orphan_grace``, and ``delete`` of that name is the abort.
+        """
         paginator = self.client.get_paginator("list_objects_v2")
         pages = paginator.paginate(Bucket=self.bucket, Prefix=self.prefix, Delimiter="/")
+        uploads = self.client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=self.prefix, Delimiter="/"
+        )
         try:
             for page in pages:
                 for item in page.get("Contents", []):
                     name = item["Key"][len(self.prefix) :]
                     if name:
                         yield ObjectInfo(name, item["Size"], _utc(item["LastModified"]))
+            for upload_page in uploads:
+                for upload in upload_page.get("Uploads", []):
+                    name = upload["Key"][len(self.prefix) :]
+                    if name and PENDING_MARK not in name:
+                        pending = f".{name}{PENDING_MARK}{upload['UploadId']}{PENDING_SUFFIX}"
+                        yield ObjectInfo(pending, 0, _utc(upload["Initiated"]))
         except SnapmgrError:
             raise
         except Exception as exc:
             raise translate(exc, "list", self.url_for(self.prefix)) from exc
 
+    def _abort_pending(self, name: str) -> None:
+        key_name, _, upload_id = name[1 : -len(PENDING_SUFFIX)].partition(PENDING_MARK)
+        try:
+            self.client.abort_multipart_upload(
+                Bucket=self.bucket, Key=self.key(key_name), UploadId=upload_id
+            )
+        except Exception as exc:
+            if isinstance(exc, botocore.exceptions.ClientError) and _code(exc) == "NoSuchUpload":
+                return  # completed or aborted meanwhile
+            raise translate(exc, "abort the upload of", self.location(key_name)) from exc
+
     def delete(self, names: list[str]) -> None:
+        for name in [n for n in names if _is_pending(n)]:
+            self._abort_pending(name)
+        names = [n for n in names if not _is_pending(n)]
         for start in range(0, len(names), DELETE_BATCH):
             batch = names[start : start + DELETE_BATCH]
             try:
@@ -606,6 +639,11 @@ class S3Backend:
                     f"{first.get('Code')}: {first.get('Message')} "
                     f"({len(errors)} object(s) not deleted)"
                 )
+
+
+def _is_pending(name: str) -> bool:
+    """A name ``list_objects`` gave an unfinished multipart upload."""
+    return name.startswith(".") and name.endswith(PENDING_SUFFIX) and PENDING_MARK in name
 
 
 def _utc(when: datetime) -> datetime:

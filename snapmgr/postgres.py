@@ -126,16 +126,27 @@ class ConnInfo:
     def _explain(self, exc: psycopg.OperationalError, dbname: str | None) -> str:
         text = scrub(str(exc).strip(), self.secrets())
         where = self.display() if dbname is None else f"{self.user}@{self.host}/{dbname}"
-        last = text.splitlines()[-1] if text else "unknown error"
+        lines = text.splitlines() or ["unknown error"]
+        # The server's own reason, not libpq's trailing note (e.g. which passfile it read).
+        last = next((line.partition("FATAL:")[2].strip() for line in lines if "FATAL:" in line),
+                    lines[-1])  # fmt: skip
         if "password authentication failed" in text or "no password supplied" in text:
-            hint = "check the user and password in DATABASE_URL"
+            hint = f"check the user and the password in {self._password_source(text)}"
         elif "does not exist" in text and "database" in text:
             hint = "check the database name in DATABASE_URL"
         elif "timeout" in text or "Connection refused" in text or "could not" in text:
             hint = "check that the server is running and reachable from here"
         else:
             hint = "check DATABASE_URL and the server"
-        return f"cannot connect to {where}: {last.removeprefix('FATAL:  ')}; {hint}"
+        return f"cannot connect to {where}: {last}; {hint}"
+
+    def _password_source(self, text: str) -> str:
+        passfile = re.search(r'password retrieved from file "([^"]+)"', text)
+        if passfile:
+            return f"the passfile {passfile.group(1)}"
+        if self.password is None and os.environ.get("PGPASSWORD"):
+            return "PGPASSWORD"
+        return "DATABASE_URL"
 
 
 def _password_in(url: str) -> str | None:

@@ -6,6 +6,8 @@ session (an ephemeral port on 127.0.0.1; nothing leaves the machine).
 connection in the middle of UploadPart requests from a given part number on:
 a real network failure in the middle of a multipart upload, while every
 other request (including AbortMultipartUpload) still goes through.
+``DenyingEndpoint`` answers every request ``403 AccessDenied``, as S3 does
+when a bucket or IAM policy denies the caller.
 """
 
 from __future__ import annotations
@@ -134,6 +136,10 @@ class FaultProxy:
         number = int(query["partNumber"][0])
         return number if number >= self.fail_from_part else None
 
+    def rewrite(self, method: str, path: str, body: bytes) -> bytes:
+        """The response body passed back to the client; subclasses may edit it."""
+        return body
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
 
@@ -160,7 +166,7 @@ class FaultProxy:
                 try:
                     upstream.request(self.command, self.path, body=body, headers=headers)
                     response = upstream.getresponse()
-                    data = response.read()
+                    data = proxy.rewrite(self.command, self.path, response.read())
                     self.send_response_only(response.status, response.reason)
                     for key, value in response.getheaders():
                         if key.lower() in HOP_HEADERS:
@@ -180,3 +186,53 @@ class FaultProxy:
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
 
         return Handler
+
+
+class DenyingEndpoint:
+    """An S3 endpoint answering every request ``403 AccessDenied``: what S3 says
+    when a bucket or IAM policy denies the caller."""
+
+    BODY = (
+        b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+        b"<Message>Access Denied</Message><RequestId>0</RequestId></Error>"
+    )
+
+    def __init__(self) -> None:
+        self.requests = 0
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def deny(self) -> None:
+                endpoint.requests += 1
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(403)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(DenyingEndpoint.BODY)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(DenyingEndpoint.BODY)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = deny
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def __enter__(self) -> DenyingEndpoint:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
