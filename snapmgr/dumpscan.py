@@ -23,8 +23,13 @@ from __future__ import annotations
 from snapmgr.errors import DumpError
 
 TRAILER = b"-- PostgreSQL database dump complete"
-BLOBS_HEADER = b"-- Data for Name: BLOBS; Type: BLOBS; Schema: -; Owner: -"
-SECTION_PREFIXES = (b"-- Name: ", b"-- Data for Name: ", TRAILER)
+# pg_dump 15 writes "-- Data for Name: BLOBS; Type: BLOBS; ...", pg_dump 17 names the
+# batch by OIDs ("-- Data for Name: 16438..16500; Type: BLOBS; ..."). A user object's
+# name cannot fake the suffix: its own "; Type: ...; Schema: ...; Owner: ..." follows it.
+DATA_HEADER = b"-- Data for Name: "
+BLOBS_SUFFIX = b"; Type: BLOBS; Schema: -; Owner: -"
+SECTION_PREFIXES = (b"-- Name: ", DATA_HEADER, TRAILER)
+COPY_TAIL = b" FROM stdin;"
 COPY_END = b"\\.\n"
 END_LINE = b"\n" + COPY_END
 BACKSLASH_PROBES = 8
@@ -101,6 +106,10 @@ class DumpScanner:
         self._copy_table: str | None = None
         self._trailer_ok = False
         self._in_blobs = False
+        # COPY is only believed as the first statement of a table-data section, so a
+        # function body quoting "COPY x FROM stdin;" cannot start a phantom data block.
+        self._copy_allowed = False
+        self._copy_head: list[bytes] = []
 
     @property
     def complete(self) -> bool:
@@ -181,19 +190,32 @@ class DumpScanner:
     def _see_line(self, line: bytes) -> bool:
         """Update state for one schema line; False means drop it (rewrite only)."""
         if line.startswith(SECTION_PREFIXES):
-            self._in_blobs = line == BLOBS_HEADER
+            is_data = line.startswith(DATA_HEADER)
+            self._in_blobs = is_data and line.endswith(BLOBS_SUFFIX)
+            self._copy_allowed = is_data and not self._in_blobs
+            self._copy_head = []
             if line == TRAILER:
                 self._trailer_ok = True
                 return True
         if self._trailer_ok and line not in (b"", b"--") and not line.startswith(b"\\unrestrict "):
             self._trailer_ok = False
-        if line.startswith(b"COPY ") and line.endswith(b" FROM stdin;"):
-            name = parse_qualified_name(line[5:].decode("utf-8", "replace"))
-            if name is None:
-                raise DumpError(f"cannot parse the table name in {line[:200]!r}")
-            self._copy_table = name
-            self.tables.setdefault(name, 0)
+        if self._copy_allowed and (self._copy_head or line.startswith(b"COPY ")):
+            self._see_copy_line(line)
         return not (self._in_blobs and line in (b"BEGIN;", b"COMMIT;"))
+
+    def _see_copy_line(self, line: bytes) -> None:
+        """Collect a COPY statement (a quoted column name may hold a newline)."""
+        self._copy_head.append(line)
+        if not line.endswith(COPY_TAIL):
+            return
+        statement = b"\n".join(self._copy_head)
+        self._copy_head = []
+        self._copy_allowed = False
+        name = parse_qualified_name(statement[5:].decode("utf-8", "replace"))
+        if name is None:
+            raise DumpError(f"cannot parse the table name in {statement[:200]!r}")
+        self._copy_table = name
+        self.tables.setdefault(name, 0)
 
     def finish(self) -> bytes:
         """Process an unterminated last line; with ``rewrite`` return it to pass on."""

@@ -32,9 +32,17 @@ COPY public."W\xc3\xa9ird.""name" (x) FROM stdin;
 \\.
 
 
+--
+-- Data for Name: empty; Type: TABLE DATA; Schema: public; Owner: -
+--
+
 COPY public.empty (x) FROM stdin;
 \\.
 
+
+--
+-- Data for Name: t; Type: TABLE DATA; Schema: s; Owner: -
+--
 
 COPY s.t FROM stdin;
 a\\nb\tc
@@ -117,3 +125,46 @@ def test_statement_after_trailer_makes_it_incomplete() -> None:
 )
 def test_parse_qualified_name(text: str, name: str | None) -> None:
     assert parse_qualified_name(text) == name
+
+
+def test_pg17_large_object_header_is_recognised() -> None:
+    dump = DUMP.replace(b"Data for Name: BLOBS;", b"Data for Name: 16390..16391;")
+    _, out = scan(dump, [], rewrite=True)
+    assert b"\nBEGIN;\n" not in out and b"lo_close(0);\n\nCOMMIT;" not in out
+
+
+def test_copy_quoted_inside_a_function_body_is_not_a_data_block() -> None:
+    body = b"""--
+-- Name: f(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.f() RETURNS text LANGUAGE sql AS $$ SELECT '
+COPY public.zzz FROM stdin;
+1
+\\.
+'::text $$;
+
+"""
+    dump = DUMP.replace(b"SET statement_timeout = 0;\n", b"SET statement_timeout = 0;\n" + body)
+    scanner, _ = scan(dump, [])
+    assert scanner.tables == EXPECTED
+    assert scanner.incomplete_reason() is None
+
+
+def test_copy_statement_spanning_lines_for_a_column_name_with_a_newline() -> None:
+    section = b"""--
+-- Data for Name: nl; Type: TABLE DATA; Schema: public; Owner: -
+--
+
+COPY public.nl ("multi
+line", b) FROM stdin;
+1\tx
+2\ty
+\\.
+
+
+"""
+    dump = DUMP.replace(b"--\n-- Data for Name: BLOBS", section + b"--\n-- Data for Name: BLOBS")
+    for cuts in ([], [dump.index(b"line")], list(range(0, len(dump), 5))):
+        scanner, _ = scan(dump, cuts)
+        assert scanner.tables == {**EXPECTED, "public.nl": 2}
