@@ -88,6 +88,8 @@ class LocalWriter:
             _fsync_dir(self._final.parent)
         except OSError as exc:
             self.abort()
+            self._unlink(self._temp)  # abort() skips files it thinks are already closed
+            self._unlink(self._final)
             raise _storage_error("commit", self._final, exc) from exc
 
     def abort(self) -> None:

@@ -8,16 +8,18 @@ same ID, the copies are merged and the stores are kept in the order given.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
 from backends.base import Backend, ObjectInfo
 from snapmgr.config import Config, StoreConfig
-from snapmgr.errors import NotFoundError, SnapmgrError, StorageError
+from snapmgr.errors import NotFoundError, SnapmgrError, StorageError, VerificationError
 from snapmgr.manifest import Manifest, manifest_name, split_object_name, validate_id
 from snapmgr.registry import open_backend
 
 LATEST = "latest"
+log = logging.getLogger("snapmgr")
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,10 @@ def store_manifests(store: Store) -> list[Manifest]:
             manifests.append(read_manifest(store, snapshot_id))
         except NotFoundError:
             continue  # deleted between list and read: a concurrent prune
+        except VerificationError as exc:
+            # One damaged manifest must not stop list, check and every cron prune;
+            # its snapshot is left out (never pruned, never `latest`) and named.
+            log.warning("skipping %s: %s", snapshot_id, exc)
     return manifests
 
 

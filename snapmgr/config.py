@@ -59,6 +59,8 @@ def _count(value: Any) -> int | None:
 def _level(value: Any) -> int | None:
     if value in ("", None):
         return None
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number")
     try:
         return int(value)
     except (TypeError, ValueError):
@@ -184,7 +186,8 @@ class Config:
         if not spec.strip():
             raise ConfigError("--store: empty store name or path")
         kind, url = kind_for_url(spec)
-        return StoreConfig(name=spec, kind=kind, url=url)
+        # An inline store is named by its URL, shown in output: never with credentials.
+        return StoreConfig(name=redact_url(spec), kind=kind, url=url)
 
     def selected_stores(self, specs: list[str] | tuple[str, ...] = ()) -> list[StoreConfig]:
         """The stores a command uses: ``--store`` values, else ``default_stores``,
@@ -195,7 +198,15 @@ class Config:
         seen: dict[str, StoreConfig] = {}
         for spec in chosen:
             store = self.store_config(spec)
-            seen.setdefault(store.url, store)
+            twin = seen.setdefault(store.url, store)
+            if twin is not store and (twin.kind, dict(twin.options)) != (
+                store.kind,
+                dict(store.options),
+            ):
+                raise ConfigError(
+                    f"stores {twin.name} and {store.name} both use {redact_url(store.url)} "
+                    "with different settings; give each store its own location"
+                )
         return list(seen.values())
 
     def secrets(self) -> list[str]:

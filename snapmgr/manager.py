@@ -24,7 +24,7 @@ from snapmgr.durations import Duration
 from snapmgr.errors import SafetyRefusal, StorageError, UsageError
 from snapmgr.guard import GuardResult, run_guard
 from snapmgr.health import HealthReport, assess
-from snapmgr.manifest import validate_label
+from snapmgr.manifest import Manifest, validate_label
 from snapmgr.pointer import write_pointer
 from snapmgr.postgres import ConnInfo, find_tool, preflight
 from snapmgr.progress import NullProgress, Progress, make_progress
@@ -105,13 +105,12 @@ class SnapshotManager:
             conn.display(), server.version, pg_dump.path,
             ", ".join(store.describe() for store in self.stores),
         )  # fmt: skip
-        result = take_snapshot(request, self.stores, self.progress("dumping"))
-        first = result.committed[0]
-        write_pointer(
-            self.config["pointer_file"],
-            first.backend.location(result.manifest.dump_name),
-            result.manifest.id,
-        )
+
+        def update_pointer(manifest: Manifest, committed: list[Store]) -> None:
+            location = committed[0].backend.location(manifest.dump_name)
+            write_pointer(self.config["pointer_file"], location, manifest.id)
+
+        result = take_snapshot(request, self.stores, self.progress("dumping"), update_pointer)
         return result
 
     def list_snapshots(self) -> list[Entry]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -137,9 +137,9 @@ class Manifest:
         """Parse and check a manifest; ``origin`` names where it came from in errors."""
         try:
             data = json.loads(raw)
-            database = DatabaseInfo(**data.pop("database"))
+            database = DatabaseInfo(**_known(DatabaseInfo, data.pop("database")))
             created = _parse_time(data.pop("created_at"))
-            manifest = cls(database=database, created_at=created, **data)
+            manifest = cls(database=database, created_at=created, **_known(cls, data))
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise VerificationError(
                 f"manifest {origin} is unreadable ({exc}); it may be corrupt or from a newer "
@@ -151,6 +151,12 @@ class Manifest:
                 f"manifest {origin} names unknown compression {manifest.compression!r}"
             )
         return manifest
+
+
+def _known(kind: type, data: dict[str, Any]) -> dict[str, Any]:
+    """Fields this version knows: a newer snapmgr may add more, older ones ignore them."""
+    names = {f.name for f in fields(kind)}
+    return {key: value for key, value in data.items() if key in names}
 
 
 def _format_time(when: datetime) -> str:

@@ -113,10 +113,18 @@ def read_pipe(fd: int, chunk: int, low_water: int, nap: float) -> Iterator[bytes
         yield data
 
 
-def join_all(workers: list[Worker], on_tick: Callable[[], None] | None = None) -> None:
-    """Wait for every worker, calling ``on_tick`` about every ``POLL_S`` seconds."""
+def join_all(
+    workers: list[Worker],
+    on_tick: Callable[[], None] | None = None,
+    timeout: float | None = None,
+) -> None:
+    """Wait for every worker, calling ``on_tick`` about every ``POLL_S`` seconds;
+    give up after ``timeout`` seconds (the workers are daemon threads)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     for worker in workers:
         while worker.is_alive():
+            if deadline is not None and time.monotonic() >= deadline:
+                return
             worker.join(POLL_S)
             if on_tick is not None:
                 on_tick()

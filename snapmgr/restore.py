@@ -25,13 +25,11 @@ unreadable, the next copy is tried in a fresh transaction.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import secrets
-import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -62,6 +60,7 @@ from snapmgr.restore_sql import (
     terminate_sql,
     wipe_sql,
 )
+from snapmgr.signals import signals_held
 from snapmgr.verify import CHUNK, StoredSql
 
 log = logging.getLogger("snapmgr")
@@ -182,13 +181,13 @@ class _Attempt:
             self._open(session)
             self._stream(session, progress)
             self._check_counts(session)
-            with _signals_held():
+            with signals_held():
                 committing = True
                 self._commit(session)
         except BaseException as exc:
             if committing:
                 raise
-            with _signals_held():
+            with signals_held():
                 session.abort()
             explained = self._explain(exc, session)
             if explained is exc:
@@ -360,22 +359,6 @@ def _hint(reason: str) -> str:
     if "must be owner" in lowered or "permission denied" in lowered:
         return " (restore as the database's owner or a superuser)"
     return ""
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Ignore SIGINT/SIGTERM while a rollback or a commit is being settled."""
-    held = (signal.SIGINT, signal.SIGTERM)
-    try:
-        previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in held}
-    except ValueError:  # not the main thread: nothing to hold
-        yield
-        return
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def _check_target(conn: ConnInfo, create: bool) -> ServerInfo:

@@ -38,7 +38,14 @@ from snapmgr import __version__
 from snapmgr.catalog import Store
 from snapmgr.codec import Digest, compressor
 from snapmgr.dumpscan import DumpScanner
-from snapmgr.errors import DumpError, IdTakenError, SnapmgrError, StorageError, VerificationError
+from snapmgr.errors import (
+    DumpError,
+    IdTakenError,
+    NotFoundError,
+    SnapmgrError,
+    StorageError,
+    VerificationError,
+)
 from snapmgr.manifest import (
     DatabaseInfo,
     Manifest,
@@ -50,9 +57,11 @@ from snapmgr.pipeline import Channel, Worker, join_all, read_pipe
 from snapmgr.postgres import ConnInfo, ServerInfo, Tool, pg_dump_command
 from snapmgr.progress import Progress
 from snapmgr.redact import scrub
+from snapmgr.signals import signals_held
 
 log = logging.getLogger("snapmgr")
 
+STOP_GRACE_S = 10.0  # how long an interrupted snapshot waits for its stages to stop
 CHUNK = 1 << 20  # 1 MiB: large enough that per-chunk Python overhead is noise
 RAW_QUEUE = 4
 STORE_QUEUE = 16
@@ -136,8 +145,6 @@ def _estimate_size(conn: ConnInfo) -> int | None:
 
 
 def _check_manifest_free(store: Store, snapshot_id: str) -> None:
-    from snapmgr.errors import NotFoundError
-
     try:
         store.backend.stat(manifest_name(snapshot_id))
     except NotFoundError:
@@ -191,8 +198,7 @@ class DumpRun:
             self._fan_out(comp.compress(chunk))
         self._fan_out(comp.flush())
         for target in self.targets:
-            if target.error is None:
-                target.channel.close()
+            target.channel.close()  # failed stores drain until this marker too
 
     def _fan_out(self, data: bytes) -> None:
         if not data:
@@ -211,9 +217,10 @@ class DumpRun:
             try:
                 for data in target.channel:
                     target.writer.write(data)
-            except SnapmgrError as exc:
-                target.error = exc
-                target.writer.abort()
+            except Exception as exc:
+                target.error = _as_storage_error(exc)
+                with contextlib.suppress(Exception):
+                    target.writer.abort()
                 if all(t.error is not None for t in self.targets):
                     self.cancel.set()
                     return
@@ -248,28 +255,37 @@ class DumpRun:
 
 
 def take_snapshot(
-    request: SnapshotRequest, stores: list[Store], progress: Progress
+    request: SnapshotRequest,
+    stores: list[Store],
+    progress: Progress,
+    on_commit: Callable[[Manifest, list[Store]], None] | None = None,
 ) -> SnapshotResult:
-    """Dump, store, verify and commit one snapshot in every store that succeeds."""
+    """Dump, store, verify and commit one snapshot in every store that succeeds.
+
+    ``on_commit`` (the pointer update) runs right after the manifests, in the
+    same window where SIGINT/SIGTERM are held, so an interrupt can never land
+    between "committed" and "pointer updated".
+    """
     started = datetime.now(UTC)
     clock = time.monotonic()
     size_hint = _estimate_size(request.conn)
     snapshot_id, writers = _reserve(stores, request.label, request.compression, started, size_hint)
     log.debug("reserved %s in %d store(s)", snapshot_id, len(stores))
     cancel = threading.Event()
-    targets = [
-        _Target(store, writer, Channel(STORE_QUEUE, cancel))
-        for store, writer in zip(stores, writers, strict=True)
-    ]
     run: DumpRun | None = None
     try:
+        targets = [
+            _Target(store, writer, Channel(STORE_QUEUE, cancel))
+            for store, writer in zip(stores, writers, strict=True)
+        ]
         run = DumpRun(request, targets, cancel)
         _stream(run, progress)
         _check_dump(run)
         _commit_writers(run)
     except BaseException:
-        for target in targets:
-            target.writer.abort()
+        for writer in writers:
+            with contextlib.suppress(Exception):
+                writer.abort()
         raise
     finally:
         if run is not None:
@@ -278,7 +294,10 @@ def take_snapshot(
     live = [t for t in targets if t.error is None]
     _verify_stored(run, live, snapshot_id)
     manifest = _manifest(run, snapshot_id, started, time.monotonic() - clock)
-    committed = _write_manifests(manifest, live)
+    with signals_held():
+        committed = _write_manifests(manifest, live)
+        if on_commit is not None:
+            on_commit(manifest, [t.store for t in committed])
     failed = tuple((t.store, t.error) for t in targets if t.error is not None)
     return SnapshotResult(manifest, tuple(t.store for t in committed), failed)
 
@@ -297,16 +316,26 @@ def _stream(run: DumpRun, progress: Progress) -> None:
     except BaseException:
         run.cancel.set()
         run.stop()
-        join_all(workers)
+        # A writer stuck in a store call cannot be woken; it is a daemon thread
+        # and its writer is aborted by the caller, so do not wait for it forever.
+        join_all(workers, timeout=STOP_GRACE_S)
         raise
     errors = [w.error for w in workers if w.error is not None]
     if errors:
+        exited = run.proc.poll()  # before stop(): our own SIGTERM must not blame pg_dump
         run.stop()
-        if run.proc.returncode not in (0, None) and not isinstance(errors[0], SnapmgrError):
-            raise DumpError(_dump_failure(run)) from errors[0]
+        if exited not in (0, None):
+            raise DumpError(_dump_failure(run) + "; nothing was committed") from errors[0]
         raise errors[0]
     if all(t.error is not None for t in run.targets):
         raise _first_store_error(run.targets)
+
+
+def _as_storage_error(exc: Exception) -> SnapmgrError:
+    """A store's failure as a snapmgr error, whatever the backend let through."""
+    if isinstance(exc, SnapmgrError):
+        return exc
+    return StorageError(f"{type(exc).__name__}: {exc}")
 
 
 def _first_store_error(targets: list[_Target]) -> SnapmgrError:
@@ -360,9 +389,9 @@ def _verify_stored(run: DumpRun, live: list[_Target], snapshot_id: str) -> None:
                         f"{target.store.backend.location(name)} does not match what was written "
                         f"({digest.size} of {size} bytes, sha256 differs)"
                     )
-            except SnapmgrError as exc:
-                target.error = exc
-                with contextlib.suppress(SnapmgrError):
+            except Exception as exc:
+                target.error = _as_storage_error(exc)
+                with contextlib.suppress(Exception):
                     target.store.backend.delete([name])
 
         return run_check
@@ -372,9 +401,6 @@ def _verify_stored(run: DumpRun, live: list[_Target], snapshot_id: str) -> None:
     for worker in workers:
         worker.start()
     join_all(workers)
-    for worker in workers:
-        if worker.error is not None:
-            raise worker.error
     if all(t.error is not None for t in live):
         raise _first_store_error(live)
 
@@ -406,6 +432,17 @@ def _manifest(run: DumpRun, snapshot_id: str, started: datetime, duration: float
     )
 
 
+def _stored_manifest(store: Store, name: str) -> bytes | None:
+    """The manifest bytes in ``store``: ``None`` if certainly absent, ``b""`` if unknown."""
+    try:
+        with store.backend.open_reader(name) as handle:
+            return handle.read()
+    except NotFoundError:
+        return None
+    except Exception:
+        return b""
+
+
 def _write_manifests(manifest: Manifest, live: list[_Target]) -> list[_Target]:
     """The commit point: write the manifest into every store whose dump verified."""
     committed = []
@@ -416,9 +453,14 @@ def _write_manifests(manifest: Manifest, live: list[_Target]) -> list[_Target]:
         try:
             target.store.backend.put_bytes(manifest.manifest_name, payload)
         except SnapmgrError as exc:
+            stored = _stored_manifest(target.store, manifest.manifest_name)
+            if stored == payload:  # the write landed; only its reply was lost
+                committed.append(target)
+                continue
             target.error = exc
-            with contextlib.suppress(SnapmgrError):
-                target.store.backend.delete([manifest.dump_name])
+            if stored is None:  # certainly absent: the dump is ours to remove
+                with contextlib.suppress(SnapmgrError):
+                    target.store.backend.delete([manifest.dump_name])
             continue
         committed.append(target)
     if not committed:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from snapmgr.catalog import Store
 from snapmgr.codec import Digest, decompressor
 from snapmgr.dumpscan import DumpScanner
-from snapmgr.errors import SnapmgrError, StorageError, VerificationError
+from snapmgr.errors import NotFoundError, SnapmgrError, StorageError, VerificationError
 from snapmgr.manifest import Manifest
 from snapmgr.pipeline import Cancelled, Channel, Worker
 
@@ -90,6 +90,12 @@ class StoredSql:
                 with self.store.backend.open_reader(self.name) as handle:
                     while chunk := handle.read(CHUNK):
                         channel.put(chunk)
+            except NotFoundError as exc:
+                # The manifest exists, so the dump must: a missing one is a broken copy
+                # (exit 6, and restore moves on to the next store's copy).
+                raise VerificationError(
+                    f"{self.location} is missing: this copy of {self.manifest.id} is incomplete"
+                ) from exc
             except OSError as exc:
                 raise StorageError(f"cannot read {self.location}: {exc}") from exc
             channel.close()

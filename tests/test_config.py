@@ -140,3 +140,27 @@ def test_example_store_tables_are_accepted_by_their_backends(tmp_path: Path) -> 
         store = config.stores[name]
         open_backend(store.kind, store.url, store.options)
     assert config.stores["s3"].options["sse"] == "aws:kms"
+
+
+def test_two_stores_on_one_location_with_different_settings_are_refused(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[stores.aws]\nurl = "s3://b/db"\n[stores.r2]\nurl = "s3://b/db"\n'
+        'endpoint_url = "https://r2.example"\n',
+    )
+    config = load_config({}, {}, path)
+    with pytest.raises(ConfigError, match="aws and r2"):
+        config.selected_stores(["aws", "r2"])
+    assert len(config.selected_stores(["/x", "/x"])) == 1
+
+
+def test_inline_store_names_never_carry_credentials() -> None:
+    config = load_config({}, {}, None)
+    (store,) = config.selected_stores(["sftp://backup:TopSecretPw@host/snaps"])
+    assert "TopSecretPw" not in store.name
+    assert "TopSecretPw" in store.url  # the backend still gets what the user gave
+
+
+def test_compression_level_must_be_a_number(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="compression_level"):
+        load_config({}, {}, write(tmp_path, "compression_level = true\n"))

@@ -229,6 +229,50 @@ max_concurrency = 2
     s3_cli.ok("verify", snapshot_id, *good)
 
 
+def test_a_store_failing_early_does_not_stall_the_others(
+    s3_cli: Cli,
+    pg_server: Server,
+    pagila_db: str,
+    s3: Any,
+    bucket: str,
+    moto_server: str,
+    tmp_path: Path,
+) -> None:
+    """The failing store's first part is cut while most of the dump is still to
+    come: the healthy store must still get every byte and commit (no stall)."""
+    add_incompressible_table(pg_server, pagila_db)
+    pg_server.execute(pagila_db, "INSERT INTO public.blob SELECT * FROM public.blob")
+    pg_server.execute(pagila_db, "INSERT INTO public.blob SELECT * FROM public.blob")
+    with FaultProxy(moto_server, fail_from_part=1) as proxy:
+        config = write_config(
+            tmp_path / "snapmgr.toml",
+            f"""
+default_stores = ["disk", "flaky"]
+
+[stores.disk]
+url = "{s3_cli.store}"
+
+[stores.flaky]
+url = "s3://{bucket}/flaky"
+endpoint_url = "{proxy.url}"
+part_size = "5MiB"
+max_concurrency = 1
+""",
+        )
+        result = s3_cli(
+            "snapshot", "--compression", "none", "--config", config,
+            env={"DATABASE_URL": pg_server.url(pagila_db), "AWS_MAX_ATTEMPTS": "1"},
+            timeout=120,
+        )  # fmt: skip
+        assert proxy.cut
+    assert result.returncode == 5, result.stderr
+    snapshot_id = result.stdout.strip()
+    assert (s3_cli.store / f"{snapshot_id}.json").exists()
+    assert pending_uploads(s3, bucket) == []
+    assert not [key for key in bucket_keys(s3, bucket) if key.startswith("flaky/")]
+    s3_cli.ok("verify", snapshot_id, "--store", "disk", "--config", config)
+
+
 def test_missing_fsspec_package_is_one_line_with_an_install_hint(cli: Cli) -> None:
     result = cli("list", "--store", "gcs://bucket/db")
     assert result.returncode == 5, result.stderr
