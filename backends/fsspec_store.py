@@ -100,9 +100,12 @@ class FsspecWriter:
             self._file = self._fs.open(path, mode, autocommit=False)
         except Exception as exc:
             raise translate(exc, "create", self._where) from exc
-        # Most filesystems' files take autocommit; one that does not (memory)
+        # Most filesystems' files take autocommit; sftp's stage in a temp path and
+        # get commit/discard bound to them; one that does neither (memory)
         # publishes the path at once, and abort must remove it.
-        self._hidden = getattr(self._file, "autocommit", None) is False
+        self._hidden = getattr(self._file, "autocommit", None) is False or hasattr(
+            self._file, "temppath"
+        )
         self._done = False
 
     def write(self, data: bytes) -> None:

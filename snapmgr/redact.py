@@ -14,7 +14,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 MASK = "***"
 _KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _QUERY_SECRET = re.compile(
-    r"([?&](?:password|secret|token|sig|signature|x-amz-signature|x-amz-credential)=)[^&#]*",
+    r"([?&](?:password|sslpassword|secret|token|sig|signature|x-amz-signature|"
+    r"x-amz-credential)=)[^&#]*",
     re.IGNORECASE,
 )
 

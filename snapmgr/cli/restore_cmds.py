@@ -105,7 +105,7 @@ def restore_command(ctx: Ctx, snapshot_id: str, flags: list[str]) -> str:
     if ctx.config_path:
         words += ["--config", ctx.config_path]
     for store in ctx.stores:
-        words += ["--store", store]
+        words += ["--store", redact_url(store)]  # a password in a store URL stays out of logs
     return shlex.join(words)
 
 
