@@ -129,7 +129,10 @@ def test_signal_mid_upload_stops_pg_dump_and_discards(
 ) -> None:
     proc = start_snapshot(cli, pg_server.url(big_db))
     wait_for(lambda: partial_upload_started(cli), what="a partial upload")
+    # Stopped first, so the signal surely lands mid-upload however fast the machine is.
+    proc.send_signal(signal.SIGSTOP)
     proc.send_signal(signum)
+    proc.send_signal(signal.SIGCONT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err
@@ -144,6 +147,7 @@ def test_sigkill_leaves_only_an_uncommitted_orphan(
 ) -> None:
     proc = start_snapshot(cli, pg_server.url(big_db))
     wait_for(lambda: partial_upload_started(cli), what="a partial upload")
+    proc.send_signal(signal.SIGSTOP)
     proc.kill()
     proc.communicate(timeout=30)
     assert_nothing_committed(cli, baseline)

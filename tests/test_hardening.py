@@ -451,9 +451,12 @@ def test_prune_beside_a_running_snapshot_never_deletes_it(
     older = cli.ok("snapshot", "--label", "app", env={"DATABASE_URL": url}).stdout.strip()
     proc = start(cli, "snapshot", "--label", "app", env={"DATABASE_URL": url})
     wait_for(lambda: partial_dump_growing(cli.store), what="the snapshot's upload")
+    # Freeze it mid-upload so the prune below surely runs while it is in progress.
+    proc.send_signal(signal.SIGSTOP)
     in_progress = files(cli.store) - {f"{older}.json", f"{older}.sql.gz"}
 
     during = json.loads(cli.ok("prune", "--keep-last", "1", "--json").stdout)
+    proc.send_signal(signal.SIGCONT)
 
     assert [item["id"] for item in during["keep"]] == [older] and during["remove"] == []
     assert {o["name"] for o in during["orphans"]} == in_progress
