@@ -11,18 +11,15 @@ carries a ``stores`` label so two databases on one host do not collide.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 from snapmgr.catalog import Entry
 from snapmgr.durations import Duration
 from snapmgr.errors import StorageError
 from snapmgr.manifest import Manifest
+from snapmgr.pointer import replace_file
 
 _AGE_UNITS = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
 
@@ -187,20 +184,8 @@ def _number(value: float) -> str:
 
 def write_metrics_file(path: str, text: str) -> None:
     """Replace ``path`` atomically, world-readable (node_exporter often runs as another user)."""
-    target = Path(path)
     try:
-        fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(temp, 0o644)
-            os.replace(temp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
+        replace_file(path, text, 0o644)
     except OSError as exc:
         raise StorageError(
             f"cannot write the metrics file {path}: {exc.strerror or exc}; "

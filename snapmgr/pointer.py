@@ -15,23 +15,29 @@ from pathlib import Path
 from snapmgr.errors import StorageError
 
 
+def replace_file(path: str, text: str, mode: int = 0o644) -> None:
+    """Replace ``path`` atomically: a temp file in the same directory, fsynced, renamed
+    over it, so a reader sees the old content or the new, never half. Raises OSError."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, mode)
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
 def write_pointer(path: str, location: str, snapshot_id: str) -> None:
     """Atomically replace the pointer file at ``path``."""
-    target = Path(path)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(f"{location}\nid: {snapshot_id}\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(temp, 0o644)
-            os.replace(temp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
+        replace_file(path, f"{location}\nid: {snapshot_id}\n")
     except OSError as exc:
         raise StorageError(
             f"snapshot {snapshot_id} is committed, but the pointer file {path} could not be "
