@@ -84,6 +84,9 @@ class Worker(threading.Thread):
             self._cancel.set()
 
 
+F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+
+
 def read_pipe(fd: int, chunk: int, low_water: int, nap: float) -> Iterator[bytes]:
     """Read a pipe in chunks of up to ``chunk`` bytes, waking up rarely.
 
@@ -94,16 +97,20 @@ def read_pipe(fd: int, chunk: int, low_water: int, nap: float) -> Iterator[bytes
     ``low_water`` bytes are waiting, sleep ``nap`` seconds first and let the
     pipe fill (it must hold more than ``nap`` seconds of output, or the writer
     would stall); the read itself still blocks when the pipe is empty, so a
-    quiet producer costs nothing.
+    quiet producer costs nothing. A pipe smaller than four times ``low_water``
+    (its enlargement was refused) is read plainly: napping would stall the writer.
     """
     waiting = array.array("i", [0])
-    pipe = True
+    try:
+        pipe = fcntl.fcntl(fd, F_GETPIPE_SZ) >= 4 * low_water
+    except OSError:
+        pipe = False  # not a pipe: just read
     while True:
         if pipe:
             try:
                 fcntl.ioctl(fd, termios.FIONREAD, waiting)
             except OSError:
-                pipe = False  # not a pipe (a file in tests): just read
+                pipe = False
             else:
                 if waiting[0] < low_water:
                     time.sleep(nap)
