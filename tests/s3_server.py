@@ -18,7 +18,7 @@ import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 import boto3
@@ -100,7 +100,30 @@ def pending_uploads(client: Any, bucket: str) -> list[str]:
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "expect", "proxy-connection"}
 
 
-class FaultProxy:
+class LoopbackServer:
+    """An HTTP server on 127.0.0.1 in a daemon thread, for a ``with`` block."""
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+class FaultProxy(LoopbackServer):
     """Forwards HTTP to ``target``; drops the connection mid-body on UploadPart
     requests whose part number is ``fail_from_part`` or more."""
 
@@ -111,23 +134,7 @@ class FaultProxy:
         self.fail_from_part = fail_from_part
         self.cut: list[int] = []
         self.forwarded = 0
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def __enter__(self) -> FaultProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        self._serve(self._handler())
 
     def _should_cut(self, method: str, path: str) -> int | None:
         query = parse_qs(urlsplit(path).query)
@@ -188,7 +195,7 @@ class FaultProxy:
         return Handler
 
 
-class DenyingEndpoint:
+class DenyingEndpoint(LoopbackServer):
     """An S3 endpoint answering every request ``403 AccessDenied``: what S3 says
     when a bucket or IAM policy denies the caller."""
 
@@ -219,20 +226,4 @@ class DenyingEndpoint:
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = deny
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def __enter__(self) -> DenyingEndpoint:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        self._serve(Handler)
