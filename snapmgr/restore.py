@@ -50,6 +50,7 @@ from snapmgr.manifest import Manifest
 from snapmgr.postgres import ConnInfo, ServerInfo, Tool, find_tool, preflight
 from snapmgr.progress import Progress
 from snapmgr.psql import PsqlGone, PsqlSession
+from snapmgr.restore_plan import RestorePlan, plan_restore
 from snapmgr.restore_sql import (
     ARM_AND_COMMIT,
     BEGIN,
@@ -58,7 +59,6 @@ from snapmgr.restore_sql import (
     FENCE,
     LOCK,
     terminate_sql,
-    wipe_sql,
 )
 from snapmgr.signals import signals_held
 from snapmgr.verify import CHUNK, StoredSql
@@ -86,6 +86,9 @@ class RestoreOptions:
     terminate_connections: bool = False
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
     pg_bin_dir: str | None = None
+    #: Leave the snapshot's owners / privileges out of what is applied.
+    no_owner: bool = False
+    no_privileges: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,12 +117,27 @@ def restore_entry(
             psql = find_tool("psql", server.major, options.pg_bin_dir)
         except DumpError as exc:
             raise RestoreError(f"{exc}; nothing was restored") from None
-        result = _restore_from_stores(entry, options, server, psql, progress)
+        plan = _plan(entry.manifest, options)
+        result = _restore_from_stores(entry, options, server, psql, progress, plan=plan)
     except BaseException:
         if created:
             _drop_created_database(conn)
         raise
     return replace(result, created=created)
+
+
+def _plan(manifest: Manifest, options: RestoreOptions) -> RestorePlan:
+    """Read the target and decide how to restore, before its transaction starts."""
+    with options.conn.connect() as db:
+        plan = plan_restore(
+            db, manifest, no_owner=options.no_owner, no_privileges=options.no_privileges
+        )
+    if plan.kept_extensions or plan.kept_schemas:
+        log.info(
+            "left as they are (owned by roles %s may not act for): %s",
+            plan.role, ", ".join([*plan.kept_extensions, *plan.kept_schemas]),
+        )  # fmt: skip
+    return plan
 
 
 def _restore_from_stores(
@@ -128,10 +146,12 @@ def _restore_from_stores(
     server: ServerInfo,
     psql: Tool,
     progress: Callable[[], Progress],
+    *,
+    plan: RestorePlan,
 ) -> RestoreResult:
     for index, store in enumerate(entry.stores):
         try:
-            return _Attempt(entry.manifest, store, options, server, psql).run(progress())
+            return _Attempt(entry.manifest, store, options, server, psql, plan=plan).run(progress())
         except (VerificationError, StorageError) as exc:
             if index + 1 == len(entry.stores):
                 raise
@@ -152,7 +172,10 @@ class _Attempt:
         options: RestoreOptions,
         server: ServerInfo,
         psql: Tool,
+        *,
+        plan: RestorePlan,
     ) -> None:
+        self.plan = plan
         self.manifest = manifest
         self.store = store
         self.options = options
@@ -226,11 +249,13 @@ class _Attempt:
                     "the restore waits up to %gs for their locks",
                     refused, self.where, self.options.lock_timeout_s,
                 )  # fmt: skip
-        session.send(wipe_sql(self.server.major, self.options.lock_timeout_s))
+        session.send(self.plan.wipe(self.server.major, self.options.lock_timeout_s))
 
     def _stream(self, session: PsqlSession, progress: Progress) -> None:
         """Every byte of the stored dump into psql; raises at the end if it does not verify."""
-        stream = StoredSql(self.manifest, self.store, rewrite=True)
+        stream = StoredSql(
+            self.manifest, self.store, rewrite=True, line_filter=self.plan.line_filter()
+        )
         total = self.manifest.raw_size
         self.streaming_unverified = True
         with progress:
@@ -245,6 +270,7 @@ class _Attempt:
         data = json.loads(answer)
         restored: dict[str, int] = data["counts"] or {}
         skipped = set(data["extension_tables"] or [])
+        skipped |= {name for name in restored if self.manifest.content.excludes(name)}
         expected = self.manifest.tables
         differing = [
             name
@@ -356,8 +382,16 @@ def _hint(reason: str) -> str:
             " (this psql predates the \\restrict line newer pg_dump writes: install the "
             "latest minor release of the PostgreSQL client, or set pg_bin_dir)"
         )
-    if "must be owner" in lowered or "permission denied" in lowered:
-        return " (restore as the database's owner or a superuser)"
+    if "must be owner" in lowered or "must be able to set role" in lowered:
+        return (
+            " (the restoring role may not change an object the snapshot holds: run "
+            "`snapmgr doctor`, restore with --no-owner, or as a role that owns it)"
+        )
+    if "permission denied" in lowered:
+        return (
+            " (the restoring role lacks a privilege the snapshot's statements need: restore "
+            "as the database's owner, with --no-owner/--no-privileges, or as a superuser)"
+        )
     return ""
 
 

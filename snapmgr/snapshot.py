@@ -46,8 +46,10 @@ from snapmgr.errors import (
     StorageError,
     VerificationError,
 )
+from snapmgr.inventory import Inventory
 from snapmgr.manifest import (
     DatabaseInfo,
+    DumpContent,
     Manifest,
     dump_name,
     make_id,
@@ -84,6 +86,8 @@ class SnapshotRequest:
     compression: str
     level: int | None
     tags: Mapping[str, str] = field(default_factory=dict)
+    content: DumpContent = field(default_factory=lambda: DumpContent(True, True))
+    inventory: Inventory | None = None
 
 
 @dataclass(frozen=True)
@@ -171,7 +175,7 @@ class DumpRun:
         self.raw: Channel[bytes] = Channel(RAW_QUEUE, self.cancel)
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
-            pg_dump_command(request.pg_dump, request.conn),
+            pg_dump_command(request.pg_dump, request.conn, request.content),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -345,9 +349,19 @@ def _first_store_error(targets: list[_Target]) -> SnapmgrError:
 
 
 def _dump_failure(run: DumpRun) -> str:
-    lines = [line for line in run.stderr_tail().splitlines() if line.strip()]
-    detail = lines[-1] if lines else f"exit code {run.proc.returncode}"
-    return f"pg_dump failed: {detail.removeprefix('pg_dump: ')}"
+    """pg_dump's own error line (and its detail), not just its last words."""
+    lines = [line.removeprefix("pg_dump: ") for line in run.stderr_tail().splitlines()]
+    lines = [line for line in lines if line.strip()]
+    first = next((i for i, line in enumerate(lines) if line.startswith("error:")), None)
+    if first is None:
+        return f"pg_dump failed: {lines[-1] if lines else f'exit code {run.proc.returncode}'}"
+    error = " ".join(lines[first].removeprefix("error:").split())
+    details = [
+        " ".join(line.removeprefix("detail:").split())
+        for line in lines[first + 1 : first + 3]
+        if line.startswith("detail:")
+    ]
+    return f"pg_dump failed: {error}" + "".join(f" ({detail})" for detail in details)
 
 
 def _check_dump(run: DumpRun) -> None:
@@ -407,6 +421,7 @@ def _verify_stored(run: DumpRun, live: list[_Target], snapshot_id: str) -> None:
 
 def _manifest(run: DumpRun, snapshot_id: str, started: datetime, duration: float) -> Manifest:
     request = run.request
+    inventory = request.inventory
     return Manifest(
         id=snapshot_id,
         label=request.label,
@@ -429,6 +444,13 @@ def _manifest(run: DumpRun, snapshot_id: str, started: datetime, duration: float
         tables=dict(sorted(run.scanner.tables.items())),
         tags=dict(request.tags),
         snapmgr_version=__version__,
+        content=request.content,
+        owners={role: sorted(owns) for role, owns in sorted(run.scanner.owners.items())},
+        roles=inventory.roles if inventory else {},
+        extensions=inventory.extensions if inventory else {},
+        schemas=inventory.schemas if inventory else {},
+        objects=inventory.objects if inventory else {},
+        server_version_num=request.server.version_num,
     )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from snapmgr.catalog import Store
 from snapmgr.codec import Digest, decompressor
-from snapmgr.dumpscan import DumpScanner
+from snapmgr.dumpscan import DumpScanner, LineFilter
 from snapmgr.errors import NotFoundError, SnapmgrError, StorageError, VerificationError
 from snapmgr.manifest import Manifest
 from snapmgr.pipeline import Cancelled, Channel, Worker
@@ -39,10 +39,17 @@ class StoredSql:
     end if the bytes' sha256 or size differ from the manifest, the compressed
     stream is cut, or the dump lacks its trailer. ``scanner`` has the row counts."""
 
-    def __init__(self, manifest: Manifest, store: Store, *, rewrite: bool = False) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        store: Store,
+        *,
+        rewrite: bool = False,
+        line_filter: LineFilter | None = None,
+    ) -> None:
         self.manifest = manifest
         self.store = store
-        self.scanner = DumpScanner(rewrite=rewrite)
+        self.scanner = DumpScanner(rewrite=rewrite, line_filter=line_filter)
         self._rewrite = rewrite
         self.digest = Digest()
         self.name = manifest.dump_name

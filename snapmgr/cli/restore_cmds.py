@@ -82,6 +82,15 @@ def restore(
             help="Confirm: replace everything in the target (or set CONFIRM_RESTORE=yes).",
         ),
     ] = False,
+    no_owner: Annotated[
+        bool,
+        typer.Option(
+            "--no-owner", help="Do not apply the snapshot's owners: the restoring role owns all."
+        ),
+    ] = False,
+    no_privileges: Annotated[
+        bool, typer.Option("--no-privileges", help="Do not apply the snapshot's grants.")
+    ] = False,
 ) -> int:
     """Replace the database with a snapshot: verified before commit, all-or-nothing, exact."""
     result = ctx.manager().restore(
@@ -91,6 +100,8 @@ def restore(
         terminate_connections=terminate_connections,
         lock_timeout_s=lock_timeout,
         confirmed=_confirmed(yes),
+        no_owner=no_owner,
+        no_privileges=no_privileges,
     )
     if ctx.json_output:
         ctx.emit_json(restore_json(result))

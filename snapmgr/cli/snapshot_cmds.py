@@ -42,9 +42,34 @@ def snapshot(
         str | None, typer.Option(help="gzip (default), zstd or none.", show_default=False)
     ] = None,
     level: Annotated[int | None, typer.Option(help="Compression level.")] = None,
+    no_owner: Annotated[
+        bool, typer.Option("--no-owner", help="Leave object owners out (dump_owners = false).")
+    ] = False,
+    no_privileges: Annotated[
+        bool,
+        typer.Option("--no-privileges", help="Leave grants out (dump_privileges = false)."),
+    ] = False,
+    exclude_schema: Annotated[
+        list[str] | None,
+        typer.Option(help="Leave this schema out (exact name); repeatable.", show_default=False),
+    ] = None,
+    exclude_table: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Leave this table out (schema.table, exact); repeatable.", show_default=False
+        ),
+    ] = None,
 ) -> int:
     """Dump the database, store it in every selected store, verify, commit; print the ID."""
-    ctx.overrides.update(label=label, compression=compression, compression_level=level)
+    ctx.overrides.update(
+        label=label,
+        compression=compression,
+        compression_level=level,
+        dump_owners=False if no_owner else None,
+        dump_privileges=False if no_privileges else None,
+        exclude_schemas=exclude_schema or None,
+        exclude_tables=exclude_table or None,
+    )
     tags = parse_tags(tag)
     manager = ctx.manager()
     result = manager.snapshot(tags=tags)
