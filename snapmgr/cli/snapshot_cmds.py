@@ -36,6 +36,7 @@ def entry_dict(entry: Entry) -> dict[str, Any]:
 @command(app, "snapshot")
 def snapshot(
     ctx: Ctx,
+    *,
     label: Annotated[str | None, typer.Option(help="Label: the ID's prefix.")] = None,
     tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE; repeatable.")] = None,
     compression: Annotated[
