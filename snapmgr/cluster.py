@@ -18,7 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
@@ -66,6 +66,8 @@ class TempCluster:
     port: int = 0
     user_name: str = "postgres"
     password: str = "snapmgr-demo-pw"  # noqa: S105 - a throwaway local cluster's password
+    #: Extra server settings (``-c name=value``), e.g. a small lock table for a test.
+    settings: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._run_as: str | None = "postgres" if os.geteuid() == 0 else None
@@ -116,6 +118,7 @@ class TempCluster:
             f"-c unix_socket_directories={self.socket_dir} -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=50"
         )
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._run(
             str(self._bin / "pg_ctl"), "-D", str(self.data_dir), "-l",
             str(self.root / "server.log"), "-o", options, "-w", "-t", "60", "start",

@@ -46,6 +46,14 @@ WHERE c.relkind = 'r'
                   WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
                     AND d.deptype = 'e')
 """
+#: The same, leaving out what a snapshot excluded (``{excluded}``: a ``text[]`` of
+#: schemas, ``{excluded_tables}``: of ``schema.table`` names).
+ROW_COUNTS_EXCLUDING_SQL = (
+    ROW_COUNTS_SQL
+    + """  AND NOT n.nspname = ANY({excluded})
+  AND NOT (n.nspname || '.' || c.relname) = ANY({excluded_tables})
+"""
+)
 
 
 @dataclass(frozen=True)

@@ -54,10 +54,10 @@ from snapmgr.restore_plan import RestorePlan, plan_restore
 from snapmgr.restore_sql import (
     ARM_AND_COMMIT,
     BEGIN,
-    COUNTS_JSON,
     COUNTS_SETUP,
     FENCE,
     LOCK,
+    counts_json,
     terminate_sql,
 )
 from snapmgr.signals import signals_held
@@ -266,7 +266,9 @@ class _Attempt:
 
     def _check_counts(self, session: PsqlSession) -> None:
         """The restored tables' exact row counts must be the manifest's."""
-        answer = session.ask("counts", COUNTS_SETUP + session.marker("counts", COUNTS_JSON))
+        content = self.manifest.content
+        question = counts_json(content.exclude_schemas, content.exclude_tables)
+        answer = session.ask("counts", COUNTS_SETUP + session.marker("counts", question))
         data = json.loads(answer)
         restored: dict[str, int] = data["counts"] or {}
         skipped = set(data["extension_tables"] or [])

@@ -19,7 +19,7 @@ temporary table went with the rolled-back transaction.
 
 from __future__ import annotations
 
-from snapmgr.postgres import ROW_COUNTS_SQL
+from snapmgr.postgres import ROW_COUNTS_EXCLUDING_SQL
 
 #: pg_try_advisory_xact_lock key: "snapmgr" in ASCII. Advisory locks are per
 #: database, so this serialises restores into one database only.
@@ -333,12 +333,20 @@ $snapmgr$;
 COUNTS_SETUP = "SET LOCAL row_security = off;\n"
 COUNTS_JSON = f"""SELECT pg_catalog.json_build_object(
   'counts', (SELECT pg_catalog.json_object_agg(t.name, t.rows)
-             FROM ({ROW_COUNTS_SQL}) AS t(name, rows)),
+             FROM ({ROW_COUNTS_EXCLUDING_SQL}) AS t(name, rows)),
   'extension_tables', (SELECT pg_catalog.json_agg(n.nspname || '.' || c.relname)
                        FROM pg_catalog.pg_extension e
                        CROSS JOIN LATERAL pg_catalog.unnest(e.extconfig) AS cfg(oid)
                        JOIN pg_catalog.pg_class c ON c.oid = cfg.oid
                        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace))::text"""
+
+
+def counts_json(excluded_schemas: tuple[str, ...], excluded_tables: tuple[str, ...]) -> str:
+    """The counts question, without the tables a snapshot left out (they may be unreadable)."""
+    return COUNTS_JSON.replace("{excluded}", text_array(excluded_schemas)).replace(
+        "{excluded_tables}", text_array(excluded_tables)
+    )
+
 
 ARM_AND_COMMIT = """UPDATE pg_temp.snapmgr_fence SET token = '{token}';
 COMMIT;

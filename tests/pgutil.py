@@ -88,18 +88,10 @@ class Server:
             env["PGPASSWORD"] = str(password)
         return env
 
-    def dump(self, dbname: str) -> str:
-        """pg_dump of ``dbname`` with snapmgr's flags, minus the lines that always differ."""
+    def dump(self, dbname: str, *flags: str) -> str:
+        """pg_dump of ``dbname`` with owners and privileges, minus the lines that always differ."""
         out = subprocess.run(
-            [
-                "pg_dump",
-                "--no-owner",
-                "--no-acl",
-                "--clean",
-                "--if-exists",
-                "-d",
-                self.conninfo(dbname),
-            ],
+            ["pg_dump", "--clean", "--if-exists", *flags, "-d", self.conninfo(dbname)],
             env=self.child_env(),
             check=True,
             capture_output=True,
