@@ -386,8 +386,8 @@ def _hint(reason: str) -> str:
         )
     if "must be owner" in lowered or "must be able to set role" in lowered:
         return (
-            " (the restoring role may not change an object the snapshot holds: run "
-            "`snapmgr doctor`, restore with --no-owner, or as a role that owns it)"
+            " (the restoring role may not change an object the snapshot holds: restore "
+            "with --no-owner, or as a role that owns it or a superuser)"
         )
     if "permission denied" in lowered:
         return (
