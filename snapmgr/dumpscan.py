@@ -33,6 +33,7 @@ DATA_HEADER = b"-- Data for Name: "
 BLOBS_SUFFIX = b"; Type: BLOBS; Schema: -; Owner: -"
 SECTION_PREFIXES = (b"-- Name: ", DATA_HEADER, TRAILER)
 COPY_TAIL = b" FROM stdin;"
+DATA_SECTIONS = ("TABLE DATA", "SEQUENCE SET")
 COPY_END = b"\\.\n"
 END_LINE = b"\n" + COPY_END
 BACKSLASH_PROBES = 8
@@ -251,7 +252,12 @@ class DumpScanner:
     def _see_section(self, line: bytes) -> None:
         section = Section.parse(line)
         self.section = section
-        if section is not None and section.owner not in ("", "-"):
+        # Data is loaded with privileges, not ownership: only definitions name owners.
+        if (
+            section is not None
+            and section.owner not in ("", "-")
+            and section.type not in DATA_SECTIONS
+        ):
             self.owners.setdefault(section.owner, set()).add(section.owner_key())
 
     def _see_copy_line(self, line: bytes) -> None:

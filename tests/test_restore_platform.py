@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from snapmgr.cluster import TempCluster
+from snapmgr.cluster import TempCluster, server_bin_dir
 from snapmgr.postgres import wheel_bin_dirs
 from tests import platform_db
 from tests.conftest import Cli
@@ -219,3 +222,57 @@ def test_lock_table_too_small_is_refused_before_any_change(
         assert "max_locks_per_transaction 10" in line and "= 100" in line
         assert "set max_locks_per_transaction to at least" in line
         assert small.dump("target") == before
+
+
+CFG_EXTENSION = "snapmgr_test_cfgext"
+CFG_CONTROL = """comment = 'snapmgr tests: an extension with a configuration table, like PostGIS'
+default_version = '1.0'
+relocatable = false
+schema = public
+superuser = true
+"""
+CFG_SCRIPT = """CREATE TABLE cfg_refs (id int PRIMARY KEY, name text NOT NULL,
+                       builtin boolean NOT NULL DEFAULT false);
+SELECT pg_catalog.pg_extension_config_dump('cfg_refs', 'WHERE NOT builtin');
+INSERT INTO cfg_refs VALUES (1, 'builtin-1', true), (2, 'builtin-2', true);
+GRANT SELECT, INSERT, UPDATE, DELETE ON cfg_refs TO PUBLIC;
+"""
+
+
+@pytest.fixture(scope="module")
+def cfg_extension() -> str:
+    """Install a superuser-only extension with a configuration table into the server's
+    extension directory (root in CI), the way PostGIS brings spatial_ref_sys."""
+    bin_dir = server_bin_dir()
+    sharedir = subprocess.run(
+        [str(bin_dir / "pg_config"), "--sharedir"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    target = Path(sharedir) / "extension"
+    if not os.access(target, os.W_OK):
+        pytest.skip(f"{target} is not writable here (CI runs as root and can)")
+    (target / f"{CFG_EXTENSION}.control").write_text(CFG_CONTROL)
+    (target / f"{CFG_EXTENSION}--1.0.sql").write_text(CFG_SCRIPT)
+    return CFG_EXTENSION
+
+
+def test_user_rows_in_a_kept_extensions_configuration_table_come_back(
+    cli: Cli, pg_server: Server, platform: tuple[str, str], cfg_extension: str
+) -> None:
+    dbname, url = platform
+    pg_server.execute(dbname, f"SET ROLE plat_platform; CREATE EXTENSION {cfg_extension}")
+    pg_server.execute(dbname, "INSERT INTO public.cfg_refs VALUES (100, 'mine', false)")
+    env = {"DATABASE_URL": url, "SNAPMGR_EXCLUDE_SCHEMAS": "platform_managed"}
+    cli.ok("snapshot", env=env)
+    before = platform_db.state(pg_server, dbname)
+    pg_server.execute(
+        dbname,
+        "DELETE FROM public.cfg_refs WHERE id = 100;"
+        "INSERT INTO public.cfg_refs VALUES (101, 'migration', false)",
+    )
+    cli.ok("restore", "latest", "--yes", env=env)
+    assert pg_server.execute(dbname, "SELECT id, name FROM public.cfg_refs ORDER BY 1") == [
+        (1, "builtin-1"),
+        (2, "builtin-2"),
+        (100, "mine"),
+    ]
+    assert platform_db.state(pg_server, dbname) == before
