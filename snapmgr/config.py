@@ -21,8 +21,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from snapmgr.codec import COMPRESSIONS, check_level
 from snapmgr.durations import Duration, parse_duration
 from snapmgr.errors import ConfigError, UsageError
+from snapmgr.healthping import parse_ping_url
 from snapmgr.manifest import validate_label
-from snapmgr.redact import redact_url, url_secrets
+from snapmgr.notify import DEFAULT_NOTIFY_ON, parse_rules
+from snapmgr.redact import mask_service_url, redact_url, service_url_secrets, url_secrets
 from snapmgr.registry import kind_for_url
 
 DEFAULT_BACKUP_DIR = "/tmp/db_snapshots"  # noqa: S108 - documented default, same as the scripts it replaces
@@ -143,6 +145,29 @@ def _seconds(value: Any) -> float:
     return number
 
 
+def _service_urls(value: Any) -> tuple[str, ...]:
+    """Apprise URLs: a list, or (from the environment) a comma/space separated string."""
+    if isinstance(value, str):
+        urls = value.replace(",", " ").split()
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        urls = [item.strip() for item in value if item.strip()]
+    else:
+        raise ValueError("expected a list of notification URLs")
+    for number, url in enumerate(urls, 1):
+        if "://" not in url:
+            raise ValueError(
+                f"URL {number} is not a URL; expected e.g. slack://…, jsons://host/path, "
+                "ntfy://topic (Apprise's syntax)"
+            )
+    return tuple(urls)
+
+
+def _masked_urls(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_service_url(value)
+    return [mask_service_url(url) for url in value]
+
+
 @dataclass(frozen=True)
 class Key:
     """One configuration key: its table ("" = top level), parser and default."""
@@ -151,6 +176,8 @@ class Key:
     parse: Callable[[Any], Any]
     default: Any
     secret: bool = False
+    #: How ``config`` shows a set value whose secret is not only a URL's password.
+    mask: Callable[[Any], Any] | None = None
 
 
 KEYS: dict[str, Key] = {
@@ -170,6 +197,9 @@ KEYS: dict[str, Key] = {
     "timezone": Key("", _timezone, "UTC"),
     "progress": Key("", _choice("auto", "bar", "log", "off"), "auto"),
     "progress_interval": Key("", _seconds, 10.0),
+    "notify_urls": Key("", _service_urls, (), secret=True, mask=_masked_urls),
+    "notify_on": Key("", parse_rules, DEFAULT_NOTIFY_ON),
+    "healthcheck_url": Key("", parse_ping_url, None, secret=True, mask=_masked_urls),
     "keep_last": Key("retention", _count, None),
     "keep_hourly": Key("retention", _count, None),
     "keep_daily": Key("retention", _count, None),
@@ -242,6 +272,8 @@ class Config:
         """Secret values in the settings (passwords in URLs, secret store options),
         so they can be scrubbed from anything printed."""
         found = url_secrets(self.database_url or "")
+        for url in (*self.values["notify_urls"], self.values["healthcheck_url"] or ""):
+            found += service_url_secrets(url) if url else []
         for store in self.stores.values():
             found += url_secrets(store.url) + _secret_option_values(store.options)
         return found
@@ -257,6 +289,8 @@ class Config:
                 value = list(value)
             if key.secret and isinstance(value, str):
                 value = redact_url(value)
+            if key.mask is not None and value:
+                value = key.mask(self.values[name])
             out[name] = {"value": value, "source": self.sources[name]}
         out["stores"] = {
             name: {

@@ -84,7 +84,8 @@ def run_guard(
     check_command(command)
     snapshot = take_snapshot()
     snapshot_id = snapshot.manifest.id
-    log.info("snapshot %s committed; running: %s", snapshot_id, _shell_words(command))
+    how = "(reused) covers this run" if snapshot.reused else "committed"
+    log.info("snapshot %s %s; running: %s", snapshot_id, how, _shell_words(command))
     exit_code, stopped_by = run_command(command)
     result = GuardResult(snapshot, exit_code, stopped_by)
     if exit_code == 0 or not restore_on_failure or stopped_by is not None:

@@ -13,16 +13,18 @@ program can do with the same checks, errors and results::
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from snapmgr.catalog import LATEST, Entry, Store, list_entries, open_stores, resolve
 from snapmgr.config import Config
+from snapmgr.deploylock import DEFAULT_WAIT_S, DeployLock, deploy_lock
 from snapmgr.durations import Duration
 from snapmgr.errors import SafetyRefusal, StorageError, UsageError
-from snapmgr.guard import GuardResult, run_guard
+from snapmgr.guard import GuardResult, check_command, run_guard
 from snapmgr.health import HealthReport, assess
 from snapmgr.inventory import survey
 from snapmgr.manifest import DumpContent, Manifest, validate_label
@@ -51,6 +53,9 @@ from snapmgr.snapshot import SnapshotRequest, SnapshotResult, take_snapshot
 from snapmgr.verify import VerifyResult, verify_all_copies
 
 log = logging.getLogger("snapmgr")
+
+#: guard reuses a snapshot of its label this recent (or committed while it waited).
+DEFAULT_REUSE_WITHIN = Duration(minutes=10)
 
 
 class SnapshotManager:
@@ -88,13 +93,76 @@ class SnapshotManager:
         return ConnInfo.parse(self.config.database_url)
 
     def snapshot(
-        self, label: str | None = None, tags: Mapping[str, str] | None = None
+        self,
+        label: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        *,
+        wait_s: float | None = DEFAULT_WAIT_S,
+        reuse_within: Duration | None = None,
     ) -> SnapshotResult:
         """Dump, compress, store, verify and commit; then update the pointer file.
+
+        Holds the label's deploy lock meanwhile, waiting for another holder at
+        most ``wait_s`` seconds (``None``: no lock). With ``reuse_within``, a
+        snapshot of the label committed while this call waited, or that
+        recent, is returned (``reused``) instead of taking another.
 
         Raises a ``SnapmgrError`` when nothing was committed. When some stores
         committed and others failed, the result lists both; the CLI exits 5.
         """
+        label = validate_label(label or self.config["label"])
+        with self.deploy_lock(label, wait_s) as lock:
+            return self._snapshot_or_reuse(label, tags, lock, reuse_within)
+
+    @contextlib.contextmanager
+    def deploy_lock(self, label: str, wait_s: float | None) -> Iterator[DeployLock | None]:
+        """The label's deploy lock on the source database (``None``: do without)."""
+        if wait_s is None:
+            yield None
+            return
+        with deploy_lock(self.connection(), label, wait_s) as lock:
+            yield lock
+
+    def _snapshot_or_reuse(
+        self,
+        label: str,
+        tags: Mapping[str, str] | None,
+        lock: DeployLock | None,
+        reuse_within: Duration | None,
+    ) -> SnapshotResult:
+        if reuse_within is not None:
+            since = lock.started_waiting if lock else datetime.now(UTC)
+            entry = self.covering_snapshot(label, since, reuse_within)
+            if entry is not None:
+                location = entry.stores[0].backend.location(entry.manifest.dump_name)
+                write_pointer(self.config["pointer_file"], location, entry.id)
+                return SnapshotResult(entry.manifest, entry.stores, (), reused=True)
+        return self._take_snapshot(label, tags)
+
+    def covering_snapshot(
+        self, label: str, since: datetime, within: Duration, now: datetime | None = None
+    ) -> Entry | None:
+        """The newest snapshot of ``label`` of this database, in every selected store,
+        committed at or after ``since`` or created within ``within`` of now."""
+        now = now or datetime.now(UTC)
+        dbname = self.connection().dbname
+        for entry in self.list_snapshots():
+            m = entry.manifest
+            if m.label != label or m.database.name != dbname:
+                continue
+            if len(entry.stores) < len(self.stores):
+                continue
+            committed = m.created_at + timedelta(seconds=m.duration_s)
+            if committed >= since or m.created_at >= within.before(now):
+                why = "while this run waited" if committed >= since else f"within {within}"
+                log.info(
+                    "snapshot %s, committed %.0fs ago (%s), covers this deploy; "
+                    "not taking another", entry.id, (now - committed).total_seconds(), why,
+                )  # fmt: skip
+                return entry
+        return None
+
+    def _take_snapshot(self, label: str, tags: Mapping[str, str] | None) -> SnapshotResult:
         conn = self.connection()
         server = preflight(conn)
         pg_dump = find_tool("pg_dump", server.major, self.config["pg_bin_dir"])
@@ -106,7 +174,7 @@ class SnapshotManager:
             pg_dump=pg_dump,
             content=content,
             inventory=survey(conn, content),
-            label=validate_label(label or self.config["label"]),
+            label=label,
             compression=self.config["compression"],
             level=self.config["compression_level"],
             tags=dict(tags or {}),
@@ -282,12 +350,21 @@ class SnapshotManager:
         tags: Mapping[str, str] | None = None,
         terminate_connections: bool = False,
         lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+        wait_s: float | None = DEFAULT_WAIT_S,
+        reuse_within: Duration | None = DEFAULT_REUSE_WITHIN,
     ) -> GuardResult:
         """Snapshot, then run ``command``; on failure restore the snapshot if asked.
 
         A failed snapshot raises and the command never runs. The restore needs no
         confirmation: ``restore_on_failure`` is the confirmation.
+
+        The label's deploy lock is held throughout (snapshot, command, restore),
+        so instances of one deploy run their commands one at a time; a snapshot
+        another instance committed while this one waited (or within
+        ``reuse_within``) covers this run too. ``wait_s=None``: no lock.
         """
+        label = validate_label(label or self.config["label"])
+        check_command(command)  # a command that cannot run never waits for the lock
 
         def restore(snapshot_id: str) -> RestoreResult:
             return self.restore(
@@ -296,9 +373,10 @@ class SnapshotManager:
                 lock_timeout_s=lock_timeout_s,
             )
 
-        return run_guard(
-            command,
-            lambda: self.snapshot(label=label, tags=tags),
-            restore,
-            restore_on_failure=restore_on_failure,
-        )
+        with self.deploy_lock(label, wait_s) as lock:
+            return run_guard(
+                command,
+                lambda: self._snapshot_or_reuse(label, tags, lock, reuse_within),
+                restore,
+                restore_on_failure=restore_on_failure,
+            )

@@ -58,3 +58,41 @@ def scrub(text: str, secrets: Iterable[str | None]) -> str:
         if secret and len(secret) >= 3:
             text = text.replace(secret, MASK)
     return text
+
+
+_HOST_LIKE = re.compile(r"^(localhost|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+)$")
+_URL_WORD = re.compile(r"[^/:@?&=#,;+]+")
+
+
+def mask_service_url(url: str) -> str:
+    """A notification or ping URL for people: its scheme and host, nothing else.
+
+    Such URLs carry their secret anywhere (``slack://TokenA/TokenB/TokenC``,
+    ``https://hooks.slack.com/services/T0/B0/XYZ``, ``https://hc-ping.com/UUID``),
+    so everything but the scheme and a real host name is masked:
+    ``https://hooks.slack.com/***``, ``slack://***``.
+    """
+    scheme, sep, rest = url.strip().partition("://")
+    if not sep:
+        return MASK
+    netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    _, at, hostport = netloc.rpartition("@")
+    host = hostport.rsplit(":", 1)[0] if hostport.count(":") == 1 else hostport
+    if not _HOST_LIKE.match(host):
+        return f"{scheme}://{MASK}"
+    shown = f"{scheme}://{MASK + '@' if at else ''}{hostport}"
+    return shown + (f"/{MASK}" if rest[len(netloc) :].strip("/") else "")
+
+
+def service_url_secrets(url: str) -> list[str]:
+    """What to scrub from text for a notification or ping URL: the URL itself and
+    each of its words (tokens, IDs) except host names and short ones, and its password."""
+    words = [url.strip()]
+    netloc = re.split(r"[/?#]", url.partition("://")[2], maxsplit=1)[0]
+    userinfo = netloc.rpartition("@")[0]
+    if ":" in userinfo:
+        words.append(userinfo.split(":", 1)[1])
+    for word in _URL_WORD.findall(url.partition("://")[2]):
+        if len(word) >= 6 and not _HOST_LIKE.match(word) and not word.isdigit():
+            words += [word, unquote(word)]
+    return list(dict.fromkeys(words))

@@ -67,7 +67,9 @@ CREATE TEMPORARY TABLE snapmgr_grants (schema_name text, grantee text) ON COMMIT
 """
 
 # Other sessions whose role we may not signal are counted and left alone;
-# lock_timeout then bounds how long they can hold the restore up.
+# lock_timeout then bounds how long they can hold the restore up. So are the
+# deploy-lock sessions of guard runs (snapmgr.deploylock): they hold no table
+# lock, and ending them would let a waiting instance migrate mid-restore.
 TERMINATE_FUNCTION = """CREATE FUNCTION pg_temp.snapmgr_terminate() RETURNS text
 LANGUAGE plpgsql SET search_path = pg_catalog AS $snapmgr$
 DECLARE
@@ -79,6 +81,7 @@ BEGIN
     SELECT pid FROM pg_stat_activity
     WHERE datname = current_database() AND pid <> pg_backend_pid()
       AND backend_type = 'client backend'
+      AND application_name NOT LIKE 'snapmgr deploy lock%'
   LOOP
     BEGIN
       IF {terminate_call} THEN

@@ -92,11 +92,15 @@ class SnapshotRequest:
 
 @dataclass(frozen=True)
 class SnapshotResult:
-    """The committed manifest, where it was committed, and stores that failed."""
+    """The committed manifest, where it was committed, and stores that failed.
+
+    ``reused``: the snapshot was taken by another instance of the same deploy
+    (see :mod:`snapmgr.deploylock`), not by this call."""
 
     manifest: Manifest
     committed: tuple[Store, ...]
     failed: tuple[tuple[Store, SnapmgrError], ...]
+    reused: bool = False
 
 
 @dataclass

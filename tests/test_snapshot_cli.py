@@ -90,7 +90,8 @@ def test_snapshots_in_the_same_second_get_distinct_ids(
 
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "snapmgr", "snapshot", "--label", "same"],
+            # --no-lock: the deploy lock would take them one after the other
+            [sys.executable, "-m", "snapmgr", "snapshot", "--label", "same", "--no-lock"],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,10 +27,11 @@ from typing import Annotated, Any, NoReturn, get_type_hints
 import typer
 from rich.console import Console
 
+from snapmgr.cli import reporting
 from snapmgr.config import Config, load_config
 from snapmgr.errors import SnapmgrError
 from snapmgr.manager import SnapshotManager
-from snapmgr.redact import scrub, url_secrets
+from snapmgr.redact import scrub, service_url_secrets, url_secrets
 
 log = logging.getLogger("snapmgr")
 EXIT_INTERRUPTED = 130
@@ -78,6 +80,17 @@ class Ctx:
     verbose: int
     overrides: dict[str, Any] = field(default_factory=dict)
     _config: Config | None = None
+    command: str = ""
+    #: What the run learned, for its notification (see :mod:`snapmgr.cli.reporting`).
+    facts: dict[str, Any] = field(default_factory=dict)
+    error_line: str | None = None
+
+    def note(self, **facts: Any) -> None:
+        self.facts.update(facts)
+
+    @property
+    def loaded_config(self) -> Config | None:
+        return self._config
 
     @property
     def config(self) -> Config:
@@ -103,6 +116,9 @@ class Ctx:
         candidates: list[str | None] = [os.environ.get(name) for name in SECRET_VARIABLES]
         for url in (self.database_url, os.environ.get("DATABASE_URL"), *self.stores):
             candidates += url_secrets(url or "")
+        for name in ("SNAPMGR_NOTIFY_URLS", "SNAPMGR_HEALTHCHECK_URL"):
+            for url in os.environ.get(name, "").replace(",", " ").split():
+                candidates += service_url_secrets(url)
         if self._config is not None:
             candidates += self._config.secrets()
         return candidates
@@ -142,6 +158,8 @@ def setup_logging(
 def fail(ctx: Ctx | None, message: str, code: int) -> NoReturn:
     secrets = ctx.secrets() if ctx else []
     line = " ".join(scrub(message, secrets).split())  # one line, whatever a library said
+    if ctx is not None:
+        ctx.error_line = line
     sys.stderr.write(f"snapmgr: error: {line}\n")
     sys.stderr.flush()
     raise typer.Exit(code)
@@ -203,8 +221,17 @@ def command(app: typer.Typer, name: str | None = None, **kwargs: Any) -> Callabl
                 json_output=values.pop("json_output"),
                 quiet=values.pop("quiet"),
                 verbose=values.pop("verbose"),
+                command=name or fn.__name__,
             )
-            run_guarded(ctx, lambda: fn(ctx, **values))
+            began = time.monotonic()
+            code = 0
+            try:
+                run_guarded(ctx, lambda: fn(ctx, **values))
+            except typer.Exit as exc:
+                code = exc.exit_code
+                raise
+            finally:
+                reporting.finished(ctx, code, time.monotonic() - began)
 
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + common
         wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]

@@ -10,7 +10,10 @@ from typing import Annotated
 
 import typer
 
+from snapmgr.cli import reporting
 from snapmgr.cli.common import Ctx, command
+from snapmgr.cli.snapshot_cmds import NoLockOpt, WaitOpt
+from snapmgr.deploylock import reuse_window, wait_seconds
 from snapmgr.guard import GuardResult
 from snapmgr.redact import redact_url
 from snapmgr.restore import DEFAULT_LOCK_TIMEOUT_S, RestoreResult
@@ -93,6 +96,8 @@ def restore(
     ] = False,
 ) -> int:
     """Replace the database with a snapshot: verified before commit, all-or-nothing, exact."""
+    ctx.note(snapshot_id=snapshot_id)
+    reporting.note_database(ctx, target_url)
     result = ctx.manager().restore(
         snapshot_id,
         target_url=target_url,
@@ -103,6 +108,7 @@ def restore(
         no_owner=no_owner,
         no_privileges=no_privileges,
     )
+    ctx.note(**reporting.facts_of_snapshot(result.manifest), summary=restore_line(result))
     if ctx.json_output:
         ctx.emit_json(restore_json(result))
     else:
@@ -155,16 +161,32 @@ def guard(
             min=0.001,
         ),
     ] = DEFAULT_LOCK_TIMEOUT_S,
+    wait: WaitOpt = "30min",
+    reuse_within: Annotated[
+        str,
+        typer.Option(
+            metavar="DUR",
+            help="Reuse the label's snapshot committed while waiting, "
+            "or this recent, instead of taking one (0: always take one).",
+        ),
+    ] = "10min",
+    no_lock: NoLockOpt = False,
 ) -> int:
     """Snapshot, run CMD (e.g. a migration), exit with its code; on failure say how to
-    restore, or restore."""
+    restore, or restore. Instances of one deploy take turns (see --wait)."""
     ctx.overrides.update(label=label)
+    wait_s = None if no_lock else wait_seconds(wait)
+    reuse = reuse_window(reuse_within)
+    reporting.note_database(ctx, None)
     result = ctx.manager().guard(
         list(cmd or []),
         restore_on_failure=restore_on_failure,
         terminate_connections=terminate_connections,
         lock_timeout_s=lock_timeout,
+        wait_s=wait_s,
+        reuse_within=reuse,
     )
+    ctx.note(**reporting.facts_of_snapshot(result.snapshot.manifest))
     if ctx.json_output:
         ctx.emit_json(_guard_json(result))
     return _report(ctx, result, ["--terminate-connections"] if terminate_connections else [])
@@ -173,23 +195,30 @@ def guard(
 def _report(ctx: Ctx, result: GuardResult, flags: list[str]) -> int:
     """Say what happened on stderr; the guard's exit code."""
     code = result.exit_code
+    covers = "(reused: taken by an earlier run of this deploy) " if result.snapshot.reused else ""
     if code == 0:
-        log.info("command succeeded; snapshot %s kept", result.snapshot_id)
+        log.info("command succeeded; snapshot %s %scovers this deploy", result.snapshot_id, covers)
+        ctx.note(summary=f"command succeeded; snapshot {result.snapshot_id} {covers}covers it")
         return 0
     if result.restored is not None:
         log.warning("command failed (exit %d); %s", code, restore_line(result.restored))
+        ctx.note(error=f"command failed (exit {code}); {restore_line(result.restored)}")
         return code
     if result.restore_error is not None:
         _say(
             f"command failed (exit {code}) and the restore of {result.snapshot_id} failed: "
             f"{result.restore_error}; to retry: {restore_command(ctx, result.snapshot_id, flags)}"
         )
+        ctx.note(error=f"command failed (exit {code}) and the restore of {result.snapshot_id} "
+                       f"failed: {result.restore_error}")  # fmt: skip
         return result.restore_error.exit_code
     why = f" after {result.stopped_by}" if result.stopped_by else ""
     _say(
         f"command failed (exit {code}){why}; the database was not restored. To roll back to "
         f"the snapshot taken before it: {restore_command(ctx, result.snapshot_id, flags)}"
     )
+    ctx.note(error=f"command failed (exit {code}){why}; the database was not restored; "
+                   f"snapshot {result.snapshot_id} holds it as it was before")  # fmt: skip
     return code
 
 
@@ -201,6 +230,7 @@ def _say(message: str) -> None:
 def _guard_json(result: GuardResult) -> dict[str, object]:
     return {
         "snapshot": result.snapshot_id,
+        "reused": result.snapshot.reused,
         "exit_code": result.exit_code,
         "stopped_by": result.stopped_by,
         "restored": None if result.restored is None else restore_json(result.restored),

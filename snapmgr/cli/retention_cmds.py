@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import typer
 
 from snapmgr.catalog import Entry
+from snapmgr.cli import reporting
 from snapmgr.cli.common import Ctx, command
 from snapmgr.durations import parse_duration
 from snapmgr.errors import ConfigError, SafetyRefusal, SnapmgrError, StorageError
@@ -101,6 +102,9 @@ def prune(
         "keep_within": keep_within,
     }  # fmt: skip
     started = time.monotonic()
+    ctx.note(dry_run=dry_run)
+    if not dry_run:
+        reporting.started(ctx)
     try:
         manager = ctx.manager()
         plan = manager.plan_prune(manager.retention_policy(flags), label=label)
@@ -109,6 +113,7 @@ def prune(
         if metrics_file and not dry_run:
             _record_prune(ctx, metrics_file, None, started)
         raise
+    ctx.note(summary=_prune_summary(result))
     if ctx.json_output:
         ctx.emit_json(_prune_json(result))
     else:
@@ -326,6 +331,9 @@ def check(
         raise
     if metrics_file:
         _record_check(ctx, metrics_file, report, now)
+    if report.newest is not None:
+        ctx.note(snapshot_id=report.newest.id, size=report.newest.size)
+    ctx.note(summary=report.summary(), error=None if report.healthy else report.summary())
     if ctx.json_output:
         ctx.emit_json(_check_json(report))
     else:

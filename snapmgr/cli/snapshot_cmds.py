@@ -9,8 +9,10 @@ import typer
 from rich.table import Table
 
 from snapmgr.catalog import Entry
+from snapmgr.cli import reporting
 from snapmgr.cli.common import Ctx, command, parse_tags
 from snapmgr.config import StoreConfig
+from snapmgr.deploylock import reuse_window, wait_seconds
 from snapmgr.errors import SnapmgrError, StorageError, UsageError
 from snapmgr.progress import human_bytes
 from snapmgr.redact import redact_url
@@ -18,6 +20,16 @@ from snapmgr.registry import available, open_backend
 
 log = logging.getLogger("snapmgr")
 app = typer.Typer()
+
+WaitOpt = Annotated[
+    str,
+    typer.Option("--wait", metavar="DUR",
+                 help="Wait this long for another run of the label to finish (0: not at all)."),
+]  # fmt: skip
+NoLockOpt = Annotated[
+    bool,
+    typer.Option("--no-lock", help="Take no deploy lock (e.g. behind a transaction pooler)."),
+]  # fmt: skip
 
 
 def entry_dict(entry: Entry) -> dict[str, Any]:
@@ -60,6 +72,16 @@ def snapshot(
             help="Leave this table out (schema.table, exact); repeatable.", show_default=False
         ),
     ] = None,
+    wait: WaitOpt = "30min",
+    reuse_within: Annotated[
+        str,
+        typer.Option(
+            metavar="DUR",
+            help="Print the label's snapshot committed while waiting, "
+            "or this recent, instead of taking one (0: off).",
+        ),
+    ] = "0",
+    no_lock: NoLockOpt = False,
 ) -> int:
     """Dump the database, store it in every selected store, verify, commit; print the ID."""
     ctx.overrides.update(
@@ -72,10 +94,18 @@ def snapshot(
         exclude_tables=exclude_table or None,
     )
     tags = parse_tags(tag)
+    wait_s = None if no_lock else wait_seconds(wait)
+    reuse = reuse_window(reuse_within)
     manager = ctx.manager()
-    result = manager.snapshot(tags=tags)
+    reporting.started(ctx)
+    reporting.note_database(ctx, None)
+    result = manager.snapshot(tags=tags, wait_s=wait_s, reuse_within=reuse)
     manifest = result.manifest
-    for store in result.committed:
+    ctx.note(**reporting.facts_of_snapshot(manifest))
+    ctx.note(summary=f"snapshot {manifest.id} {'reused' if result.reused else 'committed'} "
+                     f"({human_bytes(manifest.size)}, {len(manifest.tables)} tables, "
+                     f"{manifest.total_rows:,} rows)")  # fmt: skip
+    for store in () if result.reused else result.committed:
         log.info("committed %s in %s", manifest.id, store.backend.location(manifest.dump_name))
     log.info(
         "%s: %s stored (%s raw), %d tables, %s rows, sha256 %s…, %.1fs",
@@ -88,6 +118,7 @@ def snapshot(
         data["failed_stores"] = [
             {"store": store.name, "error": str(error)} for store, error in result.failed
         ]
+        data["reused"] = result.reused
         ctx.emit_json(data)
     else:
         print(manifest.id)
