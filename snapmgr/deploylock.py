@@ -99,7 +99,9 @@ def deploy_lock(conn: ConnInfo, label: str, wait_s: float) -> Iterator[DeployLoc
     """
     started = datetime.now(UTC)
     clock = time.monotonic()
-    db = conn.connect(application_name=application_name())
+    # TCP keepalives: the session sits idle for the whole migration, and proxies
+    # on the way drop connections that look dead.
+    db = conn.connect(application_name=application_name(), keepalives="1", keepalives_idle="30")
     held = False
     try:
         _acquire(db, conn, label, wait_s)
@@ -117,6 +119,8 @@ def _acquire(db: Any, conn: ConnInfo, label: str, wait_s: float) -> None:
 
     key = lock_key(label)
     try:
+        if db.info.server_version >= 140000:  # a role's idle timeout must not end the lock
+            db.execute("SELECT set_config('idle_session_timeout', '0', false)")
         row = db.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()
         if row and row[0]:
             return

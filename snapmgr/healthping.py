@@ -3,9 +3,9 @@
 A cron job nobody watches is only noticed when it stops running, so
 ``snapshot``, ``prune`` (and ``drill``) ping ``healthcheck_url``: ``URL/start``
 when they begin, ``URL`` when they succeed and ``URL/fail`` with the error
-line as the body when they fail. healthchecks.io, Uptime Kuma's and Better
-Stack's heartbeat URLs follow that scheme; the monitor alerts when a success
-ping is late or a fail ping arrives.
+line as the body when they fail. That is healthchecks.io's scheme (Better
+Stack's heartbeats take ``URL`` and ``URL/fail`` too); the monitor alerts
+when a success ping is late or a fail ping arrives.
 
 Plain ``urllib`` with a short timeout: a monitor that is down must cost a
 run seconds, not its result. A ping that fails is a warning (URL masked).

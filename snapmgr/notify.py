@@ -17,7 +17,6 @@ does not answer is a warning on stderr, with the URL masked.
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +72,8 @@ class Event:
 
 def this_host() -> str:
     """Which instance is speaking: several may run the same command at once."""
+    import socket
+
     return socket.gethostname()
 
 
