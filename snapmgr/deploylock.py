@@ -68,14 +68,32 @@ def wait_seconds(text: str, flag: str = "--wait") -> float:
     return (now - duration.before(now)).total_seconds()
 
 
-def reuse_window(text: str, flag: str = "--reuse-within") -> Duration | None:
-    """``--reuse-within DUR``: ``None`` for ``0`` or ``off`` (always take a new snapshot)."""
-    if text.strip().lower() in ("0", "off", "no", "never"):
+@dataclass(frozen=True)
+class Reuse:
+    """Which earlier snapshot of the label covers this run instead of a new one: one
+    another instance committed while this one waited for the lock, or (``within``)
+    one that recent. Only the first is sure to be of this very deploy."""
+
+    within: Duration | None = None
+
+
+WAITED = "waited"
+
+
+def reuse_window(text: str, flag: str = "--reuse-within") -> Reuse | None:
+    """``--reuse-within``: ``waited``, a duration, or ``0``/``off`` (``None``: never reuse)."""
+    word = text.strip().lower()
+    if word in ("0", "off", "no", "never"):
         return None
+    if word == WAITED:
+        return Reuse()
     try:
-        return parse_duration(text)
+        return Reuse(parse_duration(text))
     except ValueError as exc:
-        raise UsageError(f"{flag}: {exc} (or 0 to always take a new snapshot)") from None
+        raise UsageError(
+            f"{flag}: {exc} (or '{WAITED}' for what was committed while waiting, "
+            "or 0 to always take a new snapshot)"
+        ) from None
 
 
 def lock_key(label: str) -> int:

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from snapmgr.catalog import LATEST, Entry, Store, list_entries, open_stores, resolve
 from snapmgr.config import Config
-from snapmgr.deploylock import DEFAULT_WAIT_S, DeployLock, deploy_lock
+from snapmgr.deploylock import DEFAULT_WAIT_S, DeployLock, Reuse, deploy_lock
 from snapmgr.durations import Duration
 from snapmgr.errors import SafetyRefusal, StorageError, UsageError
 from snapmgr.guard import GuardResult, check_command, run_guard
@@ -54,8 +54,11 @@ from snapmgr.verify import VerifyResult, verify_all_copies
 
 log = logging.getLogger("snapmgr")
 
+#: guard's default: reuse only a snapshot another instance of this deploy
+#: committed while this one waited, never an older deploy's.
+WAITED_ONLY = Reuse()
+
 #: guard reuses a snapshot of its label this recent (or committed while it waited).
-DEFAULT_REUSE_WITHIN = Duration(minutes=10)
 
 
 class SnapshotManager:
@@ -98,21 +101,21 @@ class SnapshotManager:
         tags: Mapping[str, str] | None = None,
         *,
         wait_s: float | None = DEFAULT_WAIT_S,
-        reuse_within: Duration | None = None,
+        reuse: Reuse | None = None,
     ) -> SnapshotResult:
         """Dump, compress, store, verify and commit; then update the pointer file.
 
         Holds the label's deploy lock meanwhile, waiting for another holder at
-        most ``wait_s`` seconds (``None``: no lock). With ``reuse_within``, a
-        snapshot of the label committed while this call waited, or that
-        recent, is returned (``reused``) instead of taking another.
+        most ``wait_s`` seconds (``None``: no lock). With ``reuse``, a
+        snapshot of the label committed while this call waited (or as recent
+        as ``reuse.within``) is returned (``reused``) instead of taking another.
 
         Raises a ``SnapmgrError`` when nothing was committed. When some stores
         committed and others failed, the result lists both; the CLI exits 5.
         """
         label = validate_label(label or self.config["label"])
         with self.deploy_lock(label, wait_s) as lock:
-            return self._snapshot_or_reuse(label, tags, lock, reuse_within)
+            return self._snapshot_or_reuse(label, tags, lock, reuse)
 
     @contextlib.contextmanager
     def deploy_lock(self, label: str, wait_s: float | None) -> Iterator[DeployLock | None]:
@@ -128,11 +131,11 @@ class SnapshotManager:
         label: str,
         tags: Mapping[str, str] | None,
         lock: DeployLock | None,
-        reuse_within: Duration | None,
+        reuse: Reuse | None,
     ) -> SnapshotResult:
-        if reuse_within is not None:
+        if reuse is not None:
             since = lock.started_waiting if lock else datetime.now(UTC)
-            entry = self.covering_snapshot(label, since, reuse_within)
+            entry = self.covering_snapshot(label, since, reuse.within)
             if entry is not None:
                 location = entry.stores[0].backend.location(entry.manifest.dump_name)
                 write_pointer(self.config["pointer_file"], location, entry.id)
@@ -140,10 +143,10 @@ class SnapshotManager:
         return self._take_snapshot(label, tags)
 
     def covering_snapshot(
-        self, label: str, since: datetime, within: Duration, now: datetime | None = None
+        self, label: str, since: datetime, within: Duration | None, now: datetime | None = None
     ) -> Entry | None:
         """The newest snapshot of ``label`` of this database, in every selected store,
-        committed at or after ``since`` or created within ``within`` of now."""
+        committed at or after ``since`` or (``within``) created that recently."""
         now = now or datetime.now(UTC)
         dbname = self.connection().dbname
         for entry in self.list_snapshots():
@@ -153,7 +156,8 @@ class SnapshotManager:
             if len(entry.stores) < len(self.stores):
                 continue
             committed = m.created_at + timedelta(seconds=m.duration_s)
-            if committed >= since or m.created_at >= within.before(now):
+            recent = within is not None and m.created_at >= within.before(now)
+            if committed >= since or recent:
                 why = "while this run waited" if committed >= since else f"within {within}"
                 log.info(
                     "snapshot %s, committed %.0fs ago (%s), covers this deploy; "
@@ -351,7 +355,7 @@ class SnapshotManager:
         terminate_connections: bool = False,
         lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
         wait_s: float | None = DEFAULT_WAIT_S,
-        reuse_within: Duration | None = DEFAULT_REUSE_WITHIN,
+        reuse: Reuse | None = WAITED_ONLY,
     ) -> GuardResult:
         """Snapshot, then run ``command``; on failure restore the snapshot if asked.
 
@@ -360,8 +364,8 @@ class SnapshotManager:
 
         The label's deploy lock is held throughout (snapshot, command, restore),
         so instances of one deploy run their commands one at a time; a snapshot
-        another instance committed while this one waited (or within
-        ``reuse_within``) covers this run too. ``wait_s=None``: no lock.
+        another instance committed while this one waited (or as recent as
+        ``reuse.within``) covers this run too. ``wait_s=None``: no lock.
         """
         label = validate_label(label or self.config["label"])
         check_command(command)  # a command that cannot run never waits for the lock
@@ -376,7 +380,7 @@ class SnapshotManager:
         with self.deploy_lock(label, wait_s) as lock:
             return run_guard(
                 command,
-                lambda: self._snapshot_or_reuse(label, tags, lock, reuse_within),
+                lambda: self._snapshot_or_reuse(label, tags, lock, reuse),
                 restore,
                 restore_on_failure=restore_on_failure,
             )

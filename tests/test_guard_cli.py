@@ -54,7 +54,9 @@ def test_output_and_exit_code_pass_through_untouched(
     assert ok.stdout == "out\n"
     assert "err\n" in ok.stderr
 
-    failed = guard(cli, url, "--reuse-within", "0", "--", "sh", "-c", "echo before; exit 3")
+    # The next deploy takes its own snapshot: by default only one committed while
+    # this run waited for the deploy lock is reused, never an earlier deploy's.
+    failed = guard(cli, url, "--", "sh", "-c", "echo before; exit 3")
     assert failed.returncode == 3, failed.stderr
     assert failed.stdout == "before\n"
     ids = snapshot_ids(cli)

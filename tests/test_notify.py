@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from snapmgr.deploylock import lock_key, reuse_window, wait_seconds
+from snapmgr.deploylock import Reuse, lock_key, reuse_window, wait_seconds
 from snapmgr.durations import Duration
 from snapmgr.errors import UsageError
 from snapmgr.notify import Event, parse_rules, send, wanted
@@ -94,7 +94,8 @@ def test_wait_and_reuse_flags() -> None:
     assert wait_seconds("0") == 0
     assert wait_seconds("30min") == 1800
     assert wait_seconds("1h30min") == 5400
-    assert reuse_window("10min") == Duration(minutes=10)
+    assert reuse_window("10min") == Reuse(Duration(minutes=10))
+    assert reuse_window("waited") == Reuse(None)
     assert reuse_window("0") is None and reuse_window("off") is None
     with pytest.raises(UsageError, match="--wait: invalid duration 'soon'"):
         wait_seconds("soon")

@@ -166,10 +166,11 @@ def guard(
         str,
         typer.Option(
             metavar="DUR",
-            help="Reuse the label's snapshot committed while waiting, "
-            "or this recent, instead of taking one (0: always take one).",
+            help="Reuse the label's snapshot another instance committed while this one "
+            "waited ('waited', the default), or one this recent (a duration); "
+            "0: always take one.",
         ),
-    ] = "10min",
+    ] = "waited",
     no_lock: NoLockOpt = False,
 ) -> int:
     """Snapshot, run CMD (e.g. a migration), exit with its code; on failure say how to
@@ -184,7 +185,7 @@ def guard(
         terminate_connections=terminate_connections,
         lock_timeout_s=lock_timeout,
         wait_s=wait_s,
-        reuse_within=reuse,
+        reuse=reuse,
     )
     ctx.note(**reporting.facts_of_snapshot(result.snapshot.manifest))
     if ctx.json_output:

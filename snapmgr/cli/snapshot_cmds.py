@@ -99,7 +99,7 @@ def snapshot(
     manager = ctx.manager()
     reporting.started(ctx)
     reporting.note_database(ctx, None)
-    result = manager.snapshot(tags=tags, wait_s=wait_s, reuse_within=reuse)
+    result = manager.snapshot(tags=tags, wait_s=wait_s, reuse=reuse)
     manifest = result.manifest
     ctx.note(**reporting.facts_of_snapshot(manifest))
     ctx.note(summary=f"snapshot {manifest.id} {'reused' if result.reused else 'committed'} "
