@@ -49,7 +49,13 @@ class DeployLockTimeout(SafetyRefusal):
 
 @dataclass(frozen=True)
 class DeployLock:
-    """A held lock: when this process started waiting for it, and how long it waited."""
+    """A held lock: since when this run counts as part of the deploy it waited for,
+    and how long it waited.
+
+    ``started_waiting`` is when this process started waiting, or, if it found
+    the lock held, when the holder's lock session began: the holder's snapshot,
+    committed before this process arrived, is of the same deploy.
+    """
 
     label: str
     started_waiting: datetime
@@ -122,17 +128,18 @@ def deploy_lock(conn: ConnInfo, label: str, wait_s: float) -> Iterator[DeployLoc
     db = conn.connect(application_name=application_name(), keepalives="1", keepalives_idle="30")
     held = False
     try:
-        _acquire(db, conn, label, wait_s)
+        holder_since = _acquire(db, conn, label, wait_s)
         held = True
         waited = time.monotonic() - clock
         if waited >= 1:
             log.info("got the deploy lock of label %s after waiting %.0fs", label, waited)
-        yield DeployLock(label, started, waited)
+        yield DeployLock(label, min(started, holder_since or started), waited)
     finally:
         _release(db, label, held)
 
 
-def _acquire(db: Any, conn: ConnInfo, label: str, wait_s: float) -> None:
+def _acquire(db: Any, conn: ConnInfo, label: str, wait_s: float) -> datetime | None:
+    """Take the lock; when another session held it, when that session began."""
     import psycopg
 
     key = lock_key(label)
@@ -141,8 +148,8 @@ def _acquire(db: Any, conn: ConnInfo, label: str, wait_s: float) -> None:
             db.execute("SELECT set_config('idle_session_timeout', '0', false)")
         row = db.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()
         if row and row[0]:
-            return
-        holder = _holder(db, key)
+            return None
+        holder, holder_since = _holder(db, key)
         if wait_s <= 0:
             raise DeployLockTimeout(_timeout_message(conn, label, holder, wait_s))
         log.info(
@@ -155,9 +162,10 @@ def _acquire(db: Any, conn: ConnInfo, label: str, wait_s: float) -> None:
             db.execute("SELECT pg_advisory_lock(%s)", [key])
         except psycopg.errors.LockNotAvailable:
             raise DeployLockTimeout(
-                _timeout_message(conn, label, _holder(db, key), wait_s)
+                _timeout_message(conn, label, _holder(db, key)[0], wait_s)
             ) from None
         db.execute("SELECT set_config('lock_timeout', '0', false)")
+        return holder_since
     except psycopg.Error as exc:
         raise DatabaseError(
             f"cannot take the deploy lock on {conn.display()}: {_first_line(exc)}"
@@ -184,11 +192,12 @@ def _release(db: Any, label: str, held: bool) -> None:
             db.close()
 
 
-def _holder(db: Any, key: int) -> str:
-    """Who holds the lock, as far as this role may see: its session's name and pid."""
+def _holder(db: Any, key: int) -> tuple[str, datetime | None]:
+    """Who holds the lock, as far as this role may see (its session's name and pid),
+    and when its session began."""
     unsigned = key & 0xFFFFFFFFFFFFFFFF
     row = db.execute(
-        """SELECT a.pid, a.application_name, host(a.client_addr)
+        """SELECT a.pid, a.application_name, host(a.client_addr), a.backend_start
            FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
            WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
              AND l.classid = %s::oid AND l.objid = %s::oid
@@ -197,10 +206,11 @@ def _holder(db: Any, key: int) -> str:
         [unsigned >> 32, unsigned & 0xFFFFFFFF],
     ).fetchone()
     if row is None:
-        return "holder unknown"
-    pid, name, client = row
+        return "holder unknown", None
+    pid, name, client, since = row
     who = name or "a session that is not snapmgr's"
-    return f"{who}, server pid {pid}" + (f", client {client}" if client else "")
+    text = f"{who}, server pid {pid}" + (f", client {client}" if client else "")
+    return text, since
 
 
 def _timeout_message(conn: ConnInfo, label: str, holder: str, wait_s: float) -> str:
