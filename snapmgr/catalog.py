@@ -170,7 +170,9 @@ def orphans(store: Store) -> list[Orphan]:
     result = []
     for info in infos:
         parsed = split_object_name(info.name)
-        uncommitted_dump = bool(parsed and parsed[1] == "dump" and parsed[0] not in committed)
+        uncommitted_dump = bool(
+            parsed and parsed[1] in ("dump", "drill") and parsed[0] not in committed
+        )
         if uncommitted_dump or is_temp_name(info.name):
             result.append(Orphan(store, info))
     return result

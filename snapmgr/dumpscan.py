@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from snapmgr.errors import DumpError
+from snapmgr.fingerprint import Fingerprints, Hasher
 
 TRAILER = b"-- PostgreSQL database dump complete"
 # pg_dump 15 writes "-- Data for Name: BLOBS; Type: BLOBS; ...", pg_dump 17 names the
@@ -134,8 +135,18 @@ def _find_copy_end(data: bytes, pos: int) -> int:
 class DumpScanner:
     """Feed it the raw SQL in chunks; read ``tables`` and call ``finish()`` at the end."""
 
-    def __init__(self, *, rewrite: bool = False, line_filter: LineFilter | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        rewrite: bool = False,
+        line_filter: LineFilter | None = None,
+        fingerprint: bool = False,
+    ) -> None:
         self.tables: dict[str, int] = {}
+        #: With ``fingerprint``: the running fingerprint of each table's COPY data and
+        #: of each large object's bytes (see :mod:`snapmgr.fingerprint`).
+        self.fingerprints = Fingerprints() if fingerprint else None
+        self._hash: Hasher | None = None
         #: ``{role: {"schema S", "in S", "global"}}``: who owns what in the dump.
         self.owners: dict[str, set[str]] = {}
         self.section: Section | None = None
@@ -177,6 +188,8 @@ class DumpScanner:
                     return b""
                 # Not the end marker after all, just a long row: pass it on.
                 head, self._carry, self._midline = self._carry + chunk, b"", True
+                if self._hash is not None:
+                    self._hash.update(head)
                 return head if self._rewrite else b""
             head, self._carry = self._carry + chunk[: nl + 1], b""
             self._scan(head, 0, out)
@@ -206,18 +219,26 @@ class DumpScanner:
             at_line = at_line_start or last_nl >= 0
             if at_line and len(data) - rest < len(COPY_END) and COPY_END.startswith(data[rest:]):
                 self._carry = data[rest:]  # "\\" or "\\.": maybe the end marker, wait and see
+                self._hash_payload(data, pos, rest)
                 if self._rewrite:
                     out.append(data[pos:rest])
             else:
                 self._midline = True  # a row longer than this chunk: pass it on, count it later
+                self._hash_payload(data, pos, len(data))
                 if self._rewrite:
                     out.append(data[pos:])
             return len(data)
         self.tables[self._copy_table] += data.count(b"\n", pos, end)
+        self._hash_payload(data, pos, end)
         if self._rewrite:
             out.append(data[pos : end + len(COPY_END)])
         self._copy_table = None
+        self._hash = None
         return end + len(COPY_END)
+
+    def _hash_payload(self, data: bytes, start: int, end: int) -> None:
+        if self._hash is not None and end > start:
+            self._hash.update(memoryview(data)[start:end])
 
     def _scan_sql(self, data: bytes, pos: int, out: list[bytes]) -> int:
         """Handle one schema line; a partial line is kept for the next chunk."""
@@ -247,6 +268,8 @@ class DumpScanner:
             self._trailer_ok = False
         if self._copy_allowed and (self._copy_head or line.startswith(b"COPY ")):
             self._see_copy_line(line)
+        elif self._in_blobs and self.fingerprints is not None:
+            self.fingerprints.see_blob_line(line)
         return not (self._in_blobs and line in (b"BEGIN;", b"COMMIT;"))
 
     def _see_section(self, line: bytes) -> None:
@@ -273,6 +296,8 @@ class DumpScanner:
             raise DumpError(f"cannot parse the table name in {statement[:200]!r}")
         self._copy_table = name
         self.tables.setdefault(name, 0)
+        if self.fingerprints is not None:
+            self._hash = self.fingerprints.table(name)
 
     def finish(self) -> bytes:
         """Process an unterminated last line; with ``rewrite`` return it to pass on."""

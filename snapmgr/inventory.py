@@ -97,6 +97,7 @@ class Inventory:
     extensions: dict[str, dict[str, str]]
     schemas: dict[str, dict[str, str | None]]
     objects: dict[str, int]
+    timezone: str | None = None
 
 
 def read_inventory(db: Any, content: DumpContent) -> Inventory:
@@ -115,7 +116,8 @@ def read_inventory(db: Any, content: DumpContent) -> Inventory:
     }
     row = db.execute(OBJECTS_SQL, params).fetchone()
     objects = {"relations": int(row[0]), "other": int(row[1])}
-    return Inventory(roles, extensions, schemas, objects)
+    zone = db.execute("SELECT pg_catalog.current_setting('TimeZone')").fetchone()
+    return Inventory(roles, extensions, schemas, objects, str(zone[0]) if zone else None)
 
 
 def check_readable(db: Any, content: DumpContent) -> None:

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from snapmgr.catalog import LATEST, Entry, Store, list_entries, open_stores, resolve
 from snapmgr.config import Config
 from snapmgr.deploylock import DEFAULT_WAIT_S, DeployLock, Reuse, deploy_lock
 from snapmgr.durations import Duration
-from snapmgr.errors import SafetyRefusal, StorageError, UsageError
+from snapmgr.errors import SafetyRefusal, SnapmgrError, StorageError, UsageError
 from snapmgr.guard import GuardResult, check_command, run_guard
 from snapmgr.health import HealthReport, assess
 from snapmgr.inventory import survey
@@ -51,6 +53,9 @@ from snapmgr.restore import DEFAULT_LOCK_TIMEOUT_S, RestoreOptions, RestoreResul
 from snapmgr.retention import EmptyPolicyError
 from snapmgr.snapshot import SnapshotRequest, SnapshotResult, take_snapshot
 from snapmgr.verify import VerifyResult, verify_all_copies
+
+if TYPE_CHECKING:
+    from snapmgr.drill import DrillRecord
 
 log = logging.getLogger("snapmgr")
 
@@ -344,6 +349,41 @@ class SnapshotManager:
             no_privileges=no_privileges,
         )
         return restore_entry(entry, options, lambda: self.progress("restoring"))
+
+    def drill(
+        self, ref: str, *, target_url: str | None = None, confirmed: bool = False
+    ) -> DrillRecord:
+        """Restore ``ref`` into a scratch database (or ``target_url``, which needs
+        ``confirmed``), compare its content with the manifest, store the result.
+
+        Raises the documented error when the drill fails (6: content differs;
+        8: the restore failed or a role is gone); the result is stored either way.
+        """
+        from snapmgr.drill import failed_record, raise_for, run_drill, save_record
+
+        entry = self.find(ref)
+        target = ConnInfo.parse(target_url) if target_url else None
+        if target is not None and not confirmed:
+            raise SafetyRefusal(
+                f"a drill into {target.display()} replaces everything in it; pass --yes, "
+                "or leave out --target-url to drill into a scratch database"
+            )
+        server = target or self.connection()
+        started = time.monotonic()
+        try:
+            record = run_drill(
+                entry,
+                server,
+                lambda: self.progress("drilling"),
+                target=target,
+                pg_bin_dir=self.config["pg_bin_dir"],
+            )
+        except SnapmgrError as exc:
+            save_record(failed_record(entry.manifest, exc, started, server.display()), entry.stores)
+            raise
+        save_record(record, entry.stores)
+        raise_for(record)
+        return record
 
     def guard(
         self,

@@ -20,6 +20,9 @@ from snapmgr.errors import UsageError, VerificationError
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
 MANIFEST_SUFFIX = ".json"
+#: The last drill's result, beside the snapshot: not part of the commit point,
+#: deleted with the snapshot.
+DRILL_SUFFIX = ".drill.json"
 DUMP_SUFFIXES = {"gzip": ".sql.gz", "zstd": ".sql.zst", "none": ".sql"}
 MANIFEST_VERSION = 1
 
@@ -60,9 +63,16 @@ def manifest_name(snapshot_id: str) -> str:
     return validate_id(snapshot_id) + MANIFEST_SUFFIX
 
 
+def drill_name(snapshot_id: str) -> str:
+    """The object name of a snapshot's last drill result."""
+    return validate_id(snapshot_id) + DRILL_SUFFIX
+
+
 def split_object_name(name: str) -> tuple[str, str] | None:
-    """``("id", "manifest"|"dump")`` for a snapshot object name, else ``None``."""
-    if name.endswith(MANIFEST_SUFFIX):
+    """``("id", "manifest"|"dump"|"drill")`` for a snapshot object name, else ``None``."""
+    if name.endswith(DRILL_SUFFIX):
+        stem, kind = name[: -len(DRILL_SUFFIX)], "drill"
+    elif name.endswith(MANIFEST_SUFFIX):
         stem, kind = name[: -len(MANIFEST_SUFFIX)], "manifest"
     else:
         for suffix in DUMP_SUFFIXES.values():
@@ -146,6 +156,10 @@ class Manifest:
     #: Relations and other objects the dump creates: what a restore must lock.
     objects: dict[str, int] = field(default_factory=dict)
     server_version_num: int | None = None
+    #: ``{"algorithm", "tables": {name: hex}, "large_objects": {oid: hex}}`` of the data.
+    fingerprints: dict[str, Any] = field(default_factory=dict)
+    #: The dumping session's TimeZone, which shaped timestamptz values in the dump.
+    timezone: str | None = None
 
     @property
     def dump_name(self) -> str:
@@ -154,6 +168,10 @@ class Manifest:
     @property
     def manifest_name(self) -> str:
         return manifest_name(self.id)
+
+    @property
+    def drill_name(self) -> str:
+        return drill_name(self.id)
 
     @property
     def total_rows(self) -> int:

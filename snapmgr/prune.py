@@ -254,7 +254,12 @@ def delete_snapshots(entries: Sequence[Entry], leftovers: Sequence[Orphan] = ())
     for store in stores:
         if _among(store, manifests_failed):
             continue
-        names = [e.manifest.dump_name for e in entries if _holds(e, store)]
+        names = [
+            name
+            for e in entries
+            if _holds(e, store)
+            for name in (e.manifest.dump_name, e.manifest.drill_name)
+        ]
         failure = _try_delete(store, names + [o.info.name for o in leftovers if o.store is store])
         if failure:
             failures.append(failure)

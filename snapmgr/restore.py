@@ -121,7 +121,7 @@ def restore_entry(
         result = _restore_from_stores(entry, options, server, psql, progress, plan=plan)
     except BaseException:
         if created:
-            _drop_created_database(conn)
+            drop_created_database(conn)
         raise
     return replace(result, created=created)
 
@@ -407,7 +407,7 @@ def _check_target(conn: ConnInfo, create: bool) -> ServerInfo:
         raise
 
 
-def _maintenance(conn: ConnInfo) -> psycopg.Connection[Any]:
+def maintenance(conn: ConnInfo) -> psycopg.Connection[Any]:
     """A connection to the same server's maintenance database, for CREATE/DROP DATABASE."""
     last: DatabaseError | None = None
     for name in MAINTENANCE_DATABASES:
@@ -421,7 +421,7 @@ def _maintenance(conn: ConnInfo) -> psycopg.Connection[Any]:
 
 def _create_database(conn: ConnInfo) -> bool:
     """Create the target database if it is missing; True if this call created it."""
-    with _maintenance(conn) as admin:
+    with maintenance(conn) as admin:
         exists = admin.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (conn.dbname,)
         ).fetchone()
@@ -438,13 +438,13 @@ def _create_database(conn: ConnInfo) -> bool:
     return True
 
 
-def _drop_created_database(conn: ConnInfo) -> None:
+def drop_created_database(conn: ConnInfo) -> None:
     """Undo ``--create`` after a failed restore, so the server is as it was."""
     statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
         sql.Identifier(conn.dbname)
     )
     try:
-        with _maintenance(conn) as admin:
+        with maintenance(conn) as admin:
             admin.execute(statement)
         log.info("dropped database %s, which this restore had created", conn.display())
     except (DatabaseError, psycopg.Error) as exc:

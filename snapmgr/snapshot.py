@@ -174,7 +174,7 @@ class DumpRun:
         self.request = request
         self.targets = targets
         self.cancel = cancel
-        self.scanner = DumpScanner()
+        self.scanner = DumpScanner(fingerprint=True)
         self.digest = Digest()
         self.raw: Channel[bytes] = Channel(RAW_QUEUE, self.cancel)
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
@@ -455,6 +455,8 @@ def _manifest(run: DumpRun, snapshot_id: str, started: datetime, duration: float
         schemas=inventory.schemas if inventory else {},
         objects=inventory.objects if inventory else {},
         server_version_num=request.server.version_num,
+        fingerprints=run.scanner.fingerprints.result() if run.scanner.fingerprints else {},
+        timezone=inventory.timezone if inventory else None,
     )
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,6 +18,9 @@ from snapmgr.deploylock import reuse_window, wait_seconds
 from snapmgr.guard import GuardResult
 from snapmgr.redact import redact_url
 from snapmgr.restore import DEFAULT_LOCK_TIMEOUT_S, RestoreResult
+
+if TYPE_CHECKING:
+    from snapmgr.drill import DrillRecord
 
 log = logging.getLogger("snapmgr")
 app = typer.Typer()
@@ -237,3 +241,40 @@ def _guard_json(result: GuardResult) -> dict[str, object]:
         "restored": None if result.restored is None else restore_json(result.restored),
         "restore_error": None if result.restore_error is None else str(result.restore_error),
     }
+
+
+def drill_line(record: DrillRecord) -> str:
+    """The one-line verdict of a drill."""
+    content = "content matches" if record.content_checked else "row counts match (no fingerprints)"
+    return (
+        f"proven: {record.id}: {record.tables} tables, {record.rows:,} rows, {content}, "
+        f"restored in {record.restore_s:.1f} s"
+    )
+
+
+@command(app, "drill")
+def drill(
+    ctx: Ctx,
+    snapshot_id: Annotated[str, typer.Argument(metavar="[ID|latest]")] = "latest",
+    *,
+    target_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Drill into this database (its contents are replaced; needs --yes) "
+            "instead of a scratch database on DATABASE_URL's server.",
+            show_default=False,
+        ),
+    ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Confirm replacing --target-url's contents.")
+    ] = False,
+) -> int:
+    """Restore a snapshot into a scratch database, compare its content, report the time."""
+    ctx.note(snapshot_id=snapshot_id)
+    record = ctx.manager().drill(snapshot_id, target_url=target_url, confirmed=yes)
+    ctx.note(summary=drill_line(record), duration_s=record.duration_s)
+    if ctx.json_output:
+        ctx.emit_json(json.loads(record.to_json()))
+    else:
+        print(drill_line(record))
+    return 0
