@@ -18,21 +18,20 @@ database.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import sql
 
-from snapmgr.catalog import Entry, Store
-from snapmgr.errors import NotFoundError, RestoreError, SnapmgrError, VerificationError
+from snapmgr.catalog import Entry
+from snapmgr.drill_record import DrillRecord
+from snapmgr.errors import RestoreError, SnapmgrError, VerificationError
 from snapmgr.fingerprint import large_object_fingerprint, prepare_session, table_fingerprint
-from snapmgr.manifest import Manifest, drill_name
+from snapmgr.manifest import Manifest
 from snapmgr.postgres import ConnInfo
 from snapmgr.progress import Progress
 from snapmgr.restore import RestoreOptions, drop_created_database, maintenance, restore_entry
@@ -46,36 +45,6 @@ STALE_SQL = """
 SELECT d.datname FROM pg_catalog.pg_database d
 WHERE d.datname LIKE 'snapmgr\\_drill\\_%%'
   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.datid = d.oid)"""
-
-
-@dataclass(frozen=True)
-class DrillRecord:
-    """One drill's outcome, as stored beside the snapshot and shown by list/show/check."""
-
-    id: str
-    at: datetime
-    ok: bool
-    restore_s: float
-    duration_s: float
-    tables: int
-    rows: int
-    large_objects: int
-    content_checked: bool
-    target: str
-    differences: list[str] = field(default_factory=list)
-    error: str | None = None
-
-    def to_json(self) -> bytes:
-        data = asdict(self)
-        data["at"] = self.at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-        return (json.dumps(data, indent=2) + "\n").encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> DrillRecord:
-        data = json.loads(raw)
-        data["at"] = datetime.fromisoformat(str(data["at"]).replace("Z", "+00:00"))
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def scratch_name(now: float | None = None) -> str:
@@ -202,26 +171,3 @@ def raise_for(record: DrillRecord) -> None:
     if any(d.startswith(("table ", "large object ")) for d in record.differences):
         raise VerificationError(f"drill of {record.id} failed: {what}")
     raise RestoreError(f"drill of {record.id} failed: {what}")
-
-
-def save_record(record: DrillRecord, stores: tuple[Store, ...]) -> None:
-    """Store the record beside the snapshot in every store holding it (warn on failure)."""
-    payload = record.to_json()
-    for store in stores:
-        try:
-            store.backend.put_bytes(drill_name(record.id), payload, overwrite=True)
-        except SnapmgrError as exc:
-            log.warning("cannot store the drill result in %s: %s", store.describe(), exc)
-
-
-def read_record(entry: Entry) -> DrillRecord | None:
-    """The last drill of ``entry``, from the first store that has one."""
-    for store in entry.stores:
-        try:
-            with store.backend.open_reader(entry.manifest.drill_name) as handle:
-                return DrillRecord.from_json(handle.read())
-        except NotFoundError:
-            continue
-        except (SnapmgrError, ValueError, KeyError, TypeError) as exc:
-            log.warning("cannot read the drill result in %s: %s", store.describe(), exc)
-    return None

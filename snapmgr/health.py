@@ -11,11 +11,12 @@ carries a ``stores`` label so two databases on one host do not collide.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from snapmgr.catalog import Entry
+from snapmgr.drill_record import DrillRecord
 from snapmgr.durations import Duration
 from snapmgr.errors import StorageError
 from snapmgr.manifest import Manifest
@@ -53,6 +54,10 @@ class HealthReport:
     max_age: Duration
     min_count: int
     label: str | None
+    #: The newest drill of the label's snapshots, and the newest that passed.
+    last_drill: DrillRecord | None = None
+    last_good_drill: DrillRecord | None = None
+    max_drill_age: Duration | None = None
 
     @property
     def age_s(self) -> float | None:
@@ -77,10 +82,16 @@ def assess(
     now: datetime,
     where: str,
     label: str | None = None,
+    drills: Mapping[str, DrillRecord] | None = None,
+    max_drill_age: Duration | None = None,
 ) -> HealthReport:
     """Judge committed snapshots: is the newest younger than ``max_age`` at ``now``,
-    and are there at least ``min_count``? ``where`` names the stores in messages."""
+    are there at least ``min_count``, and (``max_drill_age``) did a drill of one of
+    them pass that recently? ``where`` names the stores in messages."""
     manifests = [e.manifest for e in entries if label is None or e.manifest.label == label]
+    records = [drills[m.id] for m in manifests if drills and m.id in drills]
+    last_drill = max(records, key=lambda r: r.at, default=None)
+    last_good = max((r for r in records if r.ok), key=lambda r: r.at, default=None)
     newest = max(manifests, key=lambda m: (m.created_at, m.id), default=None)
     scope = f" with label {label}" if label else ""
     problems = []
@@ -97,6 +108,10 @@ def assess(
                 f"only {len(manifests)} snapshot{'s' if len(manifests) != 1 else ''}{scope}, "
                 f"fewer than --min-count {min_count}"
             )
+    if max_drill_age is not None and (
+        last_good is None or last_good.at <= max_drill_age.before(now)
+    ):
+        problems.append(_drill_problem(last_good, last_drill, max_drill_age, now, scope))
     return HealthReport(
         healthy=not problems,
         problems=tuple(problems),
@@ -106,7 +121,28 @@ def assess(
         max_age=max_age,
         min_count=min_count,
         label=label,
+        last_drill=last_drill,
+        last_good_drill=last_good,
+        max_drill_age=max_drill_age,
     )
+
+
+def _drill_problem(
+    good: DrillRecord | None,
+    last: DrillRecord | None,
+    limit: Duration,
+    now: datetime,
+    scope: str,
+) -> str:
+    if good is None:
+        text = f"no snapshot{scope} has a successful drill"
+    else:
+        age = format_age((now - good.at).total_seconds())
+        text = f"the last successful drill ({good.id}) is {age} old, older than --max-drill-age"
+        text += f" {limit}"
+    if last is not None and not last.ok:
+        text += f" (the last drill, of {last.id}, failed)"
+    return text
 
 
 @dataclass(frozen=True)
@@ -139,6 +175,22 @@ def check_gauges(report: HealthReport | None, now: datetime) -> list[Gauge]:
             Gauge("snapmgr_newest_snapshot_size_bytes", "Stored size of the newest snapshot",
                   report.newest.size),
         ]  # fmt: skip
+    drill = report.last_drill
+    if drill is not None:
+        gauges += [
+            Gauge("snapmgr_last_drill_timestamp_seconds", "When the last drill ran (Unix time)",
+                  drill.at.timestamp()),
+            Gauge("snapmgr_last_drill_success", "1 if the last drill proved its snapshot",
+                  1 if drill.ok else 0),
+            Gauge("snapmgr_last_drill_duration_seconds",
+                  "How long the last drill's restore took (the recovery time)", drill.restore_s),
+        ]  # fmt: skip
+    if report.last_good_drill is not None:
+        gauges.append(
+            Gauge("snapmgr_last_successful_drill_timestamp_seconds",
+                  "When the last successful drill ran (Unix time)",
+                  report.last_good_drill.at.timestamp())
+        )  # fmt: skip
     return gauges
 
 

@@ -55,7 +55,7 @@ from snapmgr.snapshot import SnapshotRequest, SnapshotResult, take_snapshot
 from snapmgr.verify import VerifyResult, verify_all_copies
 
 if TYPE_CHECKING:
-    from snapmgr.drill import DrillRecord
+    from snapmgr.drill_record import DrillRecord
 
 log = logging.getLogger("snapmgr")
 
@@ -302,17 +302,35 @@ class SnapshotManager:
         *,
         label: str | None = None,
         now: datetime | None = None,
+        max_drill_age: Duration | None = None,
+        with_drills: bool = False,
     ) -> HealthReport:
         """Is the newest committed snapshot younger than ``max_age`` (measured against
-        now), and are there at least ``min_count``?"""
+        now), are there at least ``min_count``, and (``max_drill_age``) did one pass a
+        drill that recently? ``with_drills`` reads drill results for the gauges."""
+        entries = self.list_snapshots()
+        drills = self.drill_records(entries) if with_drills or max_drill_age else {}
         return assess(
-            self.list_snapshots(),
+            entries,
+            drills=drills,
+            max_drill_age=max_drill_age,
             max_age=max_age,
             min_count=min_count,
             now=now or datetime.now(UTC),
             where=", ".join(store.describe() for store in self.stores),
             label=validate_label(label) if label is not None else None,
         )
+
+    def drill_records(self, entries: Sequence[Entry]) -> dict[str, DrillRecord]:
+        """The last drill of each snapshot that has one."""
+        from snapmgr.drill_record import read_record
+
+        records = {}
+        for entry in entries:
+            record = read_record(entry)
+            if record is not None:
+                records[entry.id] = record
+        return records
 
     def restore(
         self,
@@ -359,7 +377,8 @@ class SnapshotManager:
         Raises the documented error when the drill fails (6: content differs;
         8: the restore failed or a role is gone); the result is stored either way.
         """
-        from snapmgr.drill import failed_record, raise_for, run_drill, save_record
+        from snapmgr.drill import failed_record, raise_for, run_drill
+        from snapmgr.drill_record import save_record
 
         entry = self.find(ref)
         target = ConnInfo.parse(target_url) if target_url else None

@@ -46,10 +46,13 @@ class StoredSql:
         *,
         rewrite: bool = False,
         line_filter: LineFilter | None = None,
+        fingerprint: bool = False,
     ) -> None:
         self.manifest = manifest
         self.store = store
-        self.scanner = DumpScanner(rewrite=rewrite, line_filter=line_filter)
+        self.scanner = DumpScanner(
+            rewrite=rewrite, line_filter=line_filter, fingerprint=fingerprint
+        )
         self._rewrite = rewrite
         self.digest = Digest()
         self.name = manifest.dump_name
@@ -152,8 +155,9 @@ class StoredSql:
 
 
 def verify_copy(manifest: Manifest, store: Store) -> VerifyResult:
-    """Fully re-read one stored copy and compare it with its manifest."""
-    stream = StoredSql(manifest, store)
+    """Fully re-read one stored copy and compare it with its manifest: bytes, row
+    counts and, when the manifest has them, the content fingerprints."""
+    stream = StoredSql(manifest, store, fingerprint=bool(manifest.fingerprints))
     for _ in stream:
         pass
     tables = stream.scanner.tables
@@ -166,6 +170,20 @@ def verify_copy(manifest: Manifest, store: Store) -> VerifyResult:
         raise VerificationError(
             f"{stream.location}: row counts differ from the manifest for {', '.join(differing[:5])}"
         )
+    recorded = manifest.fingerprints or {}
+    if recorded and stream.scanner.fingerprints is not None:
+        found = stream.scanner.fingerprints.result()
+        differing = [
+            f"{kind} {name}"
+            for kind, key in (("table", "tables"), ("large object", "large_objects"))
+            for name in sorted(set(found[key]) | set(recorded.get(key) or {}))
+            if found[key].get(name) != (recorded.get(key) or {}).get(name)
+        ]
+        if differing:
+            raise VerificationError(
+                f"{stream.location}: content fingerprints differ from the manifest for "
+                f"{', '.join(differing[:5])}: the dump was altered"
+            )
     return VerifyResult(manifest, store, len(tables), sum(tables.values()))
 
 

@@ -20,7 +20,7 @@ from snapmgr.redact import redact_url
 from snapmgr.restore import DEFAULT_LOCK_TIMEOUT_S, RestoreResult
 
 if TYPE_CHECKING:
-    from snapmgr.drill import DrillRecord
+    from snapmgr.drill_record import DrillRecord
 
 log = logging.getLogger("snapmgr")
 app = typer.Typer()

@@ -303,6 +303,7 @@ def unpin(ctx: Ctx, snapshot_id: Annotated[str, typer.Argument(metavar="ID|lates
 @command(app, "check")
 def check(
     ctx: Ctx,
+    *,
     max_age: Annotated[
         str,
         typer.Option(
@@ -314,17 +315,37 @@ def check(
     ] = 1,
     label: LabelOpt = None,
     metrics_file: MetricsOpt = None,
+    max_drill_age: Annotated[
+        str | None,
+        typer.Option(
+            "--max-drill-age",
+            help="Unhealthy if no snapshot passed a drill this recently (2d).",
+            metavar="DUR",
+            show_default=False,
+        ),
+    ] = None,
 ) -> int:
     """Monitoring probe: exit 0 and one line if the newest snapshot is recent enough, else 1."""
     try:
         limit = parse_duration(max_age)
     except ValueError as exc:
         raise ConfigError(f"--max-age: {exc}") from None
+    try:
+        drill_limit = parse_duration(max_drill_age) if max_drill_age is not None else None
+    except ValueError as exc:
+        raise ConfigError(f"--max-drill-age: {exc}") from None
     if min_count < 0:
         raise ConfigError(f"--min-count: expected a whole number >= 0, got {min_count}")
     now = datetime.now(UTC)
     try:
-        report = ctx.manager().check(limit, min_count, label=label, now=now)
+        report = ctx.manager().check(
+            limit,
+            min_count,
+            label=label,
+            now=now,
+            max_drill_age=drill_limit,
+            with_drills=metrics_file is not None,
+        )
     except SnapmgrError:
         if metrics_file:
             _record_check(ctx, metrics_file, None, now)
@@ -355,6 +376,11 @@ def _check_json(report: HealthReport) -> dict[str, Any]:
         "min_count": report.min_count,
         "label": report.label,
         "checked_at": report.now,
+        "max_drill_age": None if report.max_drill_age is None else str(report.max_drill_age),
+        "last_drill": None if report.last_drill is None else {
+            "id": report.last_drill.id, "at": report.last_drill.at, "ok": report.last_drill.ok,
+            "restore_s": report.last_drill.restore_s,
+        },
     }  # fmt: skip
 
 
