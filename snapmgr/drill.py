@@ -10,16 +10,18 @@ the recovery time a real emergency would take.
 
 The scratch database is always dropped: on success, on failure, on
 SIGINT/SIGTERM. After a SIGKILL it is left behind; the next drill on that
-server drops scratch databases older than ``STALE_AFTER_S`` that nobody is
-connected to. A drill reads the stores and writes only its result record
-(``<id>.drill.json``) beside the snapshot; it never touches the source
-database.
+server drops it (nobody connected, and made on this host by a process that
+is gone, or older than ``STALE_AFTER_S``). A drill reads the stores and
+writes only its result record (``<id>.drill.json``) beside the snapshot; it
+never touches the source database.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -47,18 +49,41 @@ WHERE d.datname LIKE 'snapmgr\\_drill\\_%%'
   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.datid = d.oid)"""
 
 
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
 def scratch_name(now: float | None = None) -> str:
-    return f"{SCRATCH_PREFIX}{int(now or time.time())}_{os.getpid()}"
+    """``snapmgr_drill_<unix time>_<host tag>_<pid>``: unique, and tells who made it."""
+    return f"{SCRATCH_PREFIX}{int(now or time.time())}_{_host_tag()}_{os.getpid()}"
+
+
+def _is_stale(name: str, limit: float) -> bool:
+    """Left behind: older than ``limit``, or made on this host by a process that is gone."""
+    parts = name[len(SCRATCH_PREFIX) :].split("_")
+    if len(parts) != 3 or not parts[0].isdigit() or not parts[2].isdigit():
+        return False
+    if int(parts[0]) <= limit:
+        return True
+    if parts[1] != _host_tag():
+        return False
+    try:
+        os.kill(int(parts[2]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def drop_stale_scratch(conn: ConnInfo, now: float | None = None) -> list[str]:
-    """Drop scratch databases a killed drill left behind (old, nobody connected)."""
+    """Drop scratch databases a killed drill left behind (nobody connected, and old or
+    made here by a process that no longer runs)."""
     dropped = []
     limit = (now or time.time()) - STALE_AFTER_S
     with maintenance(conn) as admin:
         for (name,) in admin.execute(STALE_SQL).fetchall():
-            stamp = str(name)[len(SCRATCH_PREFIX) :].split("_", 1)[0]
-            if not stamp.isdigit() or int(stamp) > limit:
+            if not _is_stale(str(name), limit):
                 continue
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
