@@ -206,7 +206,8 @@ class Tool:
     major: int
 
 
-def _tool_version(path: str) -> Tool:
+def tool_version(path: str) -> Tool:
+    """Run ``path --version``: the program and its major version."""
     try:
         out = subprocess.run(
             [path, "--version"], capture_output=True, text=True, check=True, timeout=30
@@ -248,7 +249,7 @@ def find_tool(name: str, server_major: int, bin_dir: str | None = None) -> Tool:
             if real in seen or not os.access(path, os.X_OK):
                 continue
             seen.add(real)
-            tool = _tool_version(path)
+            tool = tool_version(path)
             (fitting if tool.major >= server_major else found).append(tool)
         if fitting:
             return min(fitting, key=lambda tool: tool.major)
