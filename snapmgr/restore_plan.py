@@ -71,6 +71,36 @@ SELECT (SELECT count(*) + 2 * count(*) FILTER (WHERE c.reltoastrelid <> 0)
         JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
         WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_')"""
 
+# What excluded objects (and their parts: defaults, constraints, indexes,
+# triggers, owned sequences) use, found through normal dependencies: a restore
+# drops and re-creates it, and a CASCADE would take the excluded object's
+# column, default or constraint with it.
+EXCLUDED_NEEDS_SQL = """
+WITH RECURSIVE protected(classid, objid) AS (
+  SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, c.oid
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  WHERE (n.nspname || '.' || c.relname) = ANY(%(tables)s) OR n.nspname = ANY(%(schemas)s)
+  UNION
+  SELECT d.classid, d.objid FROM pg_catalog.pg_depend d
+  JOIN protected p ON d.refclassid = p.classid AND d.refobjid = p.objid
+  WHERE d.deptype IN ('a', 'i')
+), needs(classid, objid) AS (
+  SELECT classid, objid FROM protected
+  UNION
+  SELECT d.refclassid, d.refobjid FROM pg_catalog.pg_depend d
+  JOIN needs x ON d.classid = x.classid AND d.objid = x.objid
+  WHERE d.deptype = 'n'
+)
+SELECT DISTINCT o.type || ' ' || o.identity
+FROM needs x, LATERAL pg_catalog.pg_identify_object(x.classid, x.objid, 0) o
+WHERE NOT EXISTS (SELECT 1 FROM protected p WHERE p.classid = x.classid AND p.objid = x.objid)
+  AND o.schema IS NOT NULL
+  AND o.schema NOT IN ('pg_catalog', 'information_schema') AND o.schema !~ '^pg_'
+  AND NOT o.schema = ANY(%(schemas)s)
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e
+                  WHERE e.classid = x.classid AND e.objid = x.objid AND e.deptype = 'e')
+ORDER BY 1"""
+
 CREATABLE_SQL = """
 SELECT v.name, bool_or(v.trusted) FROM pg_catalog.pg_available_extension_versions v
 WHERE v.name = ANY(%s) GROUP BY v.name"""
@@ -147,6 +177,7 @@ def plan_restore(
         db, manifest, str(role), kept_schemas,
         apply_owners=apply_owners, apply_privileges=apply_privileges, problems=problems,
     )  # fmt: skip
+    _check_excluded(db, manifest, problems)
     capacity = int(max_locks) * (int(max_conn) + int(max_prepared))
     relations, others = (int(n) for n in db.execute(TARGET_OBJECTS_SQL).fetchone())
     relations += manifest.objects.get("relations", 0)
@@ -185,6 +216,22 @@ def plan_restore(
         locks_needed=needed,
         lock_capacity=capacity,
     )
+
+
+def _check_excluded(db: Any, manifest: Manifest, problems: list[str]) -> None:
+    """Excluded objects must not use anything the restore drops and re-creates."""
+    content = manifest.content
+    if not (content.exclude_schemas or content.exclude_tables):
+        return
+    params = {"tables": list(content.exclude_tables), "schemas": list(content.exclude_schemas)}
+    used = [str(row[0]) for row in db.execute(EXCLUDED_NEEDS_SQL, params).fetchall()]
+    if used:
+        shown = ", ".join(used[:4]) + (f" and {len(used) - 4} more" if len(used) > 4 else "")
+        problems.append(
+            f"excluded objects use {shown}, which the restore would drop and re-create, "
+            "taking their columns, defaults or constraints with it: exclude those too, or "
+            "restore without the exclusion"
+        )
 
 
 def _kept_extensions(

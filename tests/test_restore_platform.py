@@ -276,3 +276,30 @@ def test_user_rows_in_a_kept_extensions_configuration_table_come_back(
         (100, "mine"),
     ]
     assert platform_db.state(pg_server, dbname) == before
+
+
+def test_excluded_table_using_a_restored_type_is_refused(
+    cli: Cli, pg_server: Server, platform: tuple[str, str]
+) -> None:
+    """A CASCADE of the wipe would take the excluded table's column with the type."""
+    dbname, url = platform
+    pg_server.execute(
+        dbname,
+        "SET ROLE plat_migrator; CREATE TYPE public.level AS ENUM ('low', 'high');"
+        "CREATE TABLE public.audit (id int PRIMARY KEY, lvl public.level);"
+        "INSERT INTO public.audit VALUES (1, 'high'); RESET ROLE;",
+    )
+    env = {
+        "DATABASE_URL": url,
+        "SNAPMGR_EXCLUDE_SCHEMAS": "platform_managed",
+        "SNAPMGR_EXCLUDE_TABLES": "public.audit",
+    }
+    cli.ok("snapshot", env=env)
+    pg_server.psql_file(dbname, platform_db.BAD_MIGRATION)
+    broken = platform_db.state(pg_server, dbname)
+    result = cli("restore", "latest", "--yes", env=env)
+    assert result.returncode == 8, result.stderr
+    line = error_line(result.stderr)
+    assert "excluded objects use type public.level" in line
+    assert platform_db.state(pg_server, dbname) == broken
+    assert pg_server.execute(dbname, "SELECT lvl::text FROM public.audit") == [("high",)]
