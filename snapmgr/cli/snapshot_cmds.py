@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -17,6 +17,9 @@ from snapmgr.errors import SnapmgrError, StorageError, UsageError
 from snapmgr.progress import human_bytes
 from snapmgr.redact import redact_url
 from snapmgr.registry import available, open_backend
+
+if TYPE_CHECKING:
+    from snapmgr.verify import VerifyResult
 
 log = logging.getLogger("snapmgr")
 app = typer.Typer()
@@ -32,17 +35,31 @@ NoLockOpt = Annotated[
 ]  # fmt: skip
 
 
+IdentityFileOpt = Annotated[
+    str | None,
+    typer.Option("--identity-file", metavar="PATH", show_default=False,
+                 help="age identity file (AGE-SECRET-KEY-1…) to decrypt encrypted snapshots "
+                      "(or SNAPMGR_AGE_IDENTITY_FILE, or the key in SNAPMGR_AGE_IDENTITY)."),
+]  # fmt: skip
+
+
 def entry_dict(entry: Entry) -> dict[str, Any]:
     """A snapshot for ``--json``: the manifest's fields plus where its copies are."""
     data = entry.manifest.to_dict()
     data["stores"] = [
         {
             "store": store.name,
-            "location": redact_url(store.backend.location(entry.manifest.dump_name)),
+            "location": redact_url(store.backend.location(entry.manifest_in(store).dump_name)),
         }
         for store in entry.stores
     ]
     return data
+
+
+def encryption_text(entry: Entry) -> str:
+    """How the snapshot's copies are stored: ``age`` (encrypted) or ``-`` (plaintext)."""
+    kinds = {m.encryption or "-" for m in (entry.manifest_in(s) for s in entry.stores)}
+    return "/".join(sorted(kinds))
 
 
 @command(app, "snapshot")
@@ -142,13 +159,13 @@ def list_snapshots(ctx: Ctx) -> int:
         log.info("no committed snapshots")
         return 0
     table = Table(box=None, pad_edge=False)
-    for column in ("ID", "CREATED (UTC)", "SIZE", "ROWS", "PIN", "STORES"):
+    for column in ("ID", "CREATED (UTC)", "SIZE", "ROWS", "PIN", "ENCRYPTED", "STORES"):
         table.add_column(column)
     for entry in entries:
         m = entry.manifest
         table.add_row(
             m.id, m.created_at.strftime("%Y-%m-%d %H:%M:%S"), human_bytes(m.size),
-            f"{m.total_rows:,}", "yes" if m.pinned else "",
+            f"{m.total_rows:,}", "yes" if m.pinned else "", encryption_text(entry),
             ", ".join(store.name for store in entry.stores),
         )  # fmt: skip
     ctx.out.print(table)
@@ -174,8 +191,11 @@ def show(ctx: Ctx, snapshot_id: Annotated[str, typer.Argument(metavar="ID|latest
                    + (f" level {m.compression_level}" if m.compression_level is not None else "")),
         ("size", f"{human_bytes(m.size)} stored, {human_bytes(m.raw_size)} raw"),
         ("sha256", m.sha256), ("pinned", "yes" if m.pinned else "no"),
+        ("encryption", f"{m.encryption} to {', '.join(m.recipients)}" if m.encrypted
+                       else "none (plaintext)"),
         ("tags", ", ".join(f"{k}={v}" for k, v in m.tags.items()) or "-"),
-        ("stores", ", ".join(s.backend.location(m.dump_name) for s in entry.stores)),
+        ("stores", ", ".join(s.backend.location(entry.manifest_in(s).dump_name)
+                             for s in entry.stores)),
         ("tables", f"{len(m.tables)} ({m.total_rows:,} rows)"),
     ]  # fmt: skip
     for key, value in lines:
@@ -190,26 +210,34 @@ def verify(
     ctx: Ctx,
     snapshot_id: Annotated[str | None, typer.Argument(metavar="[ID|latest]")] = None,
     all_snapshots: Annotated[bool, typer.Option("--all", help="Verify every snapshot.")] = False,
+    identity_file: IdentityFileOpt = None,
 ) -> int:
-    """Re-read stored bytes: sha256, full decompress, dump trailer, row counts."""
+    """Re-read stored bytes: sha256, full decompress (and decrypt), dump trailer, row counts."""
     if all_snapshots == (snapshot_id is not None):
         raise UsageError("verify takes one snapshot ID (or `latest`), or --all")
+    ctx.overrides.update(age_identity_file=identity_file)
     manager = ctx.manager()
     results = manager.verify_everything() if all_snapshots else manager.verify(str(snapshot_id))
     if ctx.json_output:
         ctx.emit_json([
             {"id": r.manifest.id, "store": r.store.name, "ok": True, "sha256": r.manifest.sha256,
+             "decrypted": r.decrypted if r.manifest.encrypted else None,
              "tables": r.tables, "rows": r.rows,
              "location": redact_url(r.store.backend.location(r.manifest.dump_name))}
             for r in results
         ])  # fmt: skip
     else:
         for r in results:
-            print(
-                f"ok {r.manifest.id} in {r.store.backend.location(r.manifest.dump_name)}: "
-                f"sha256 matches, complete, {r.tables} tables, {r.rows:,} rows"
-            )
+            print(f"ok {r.manifest.id} in {r.store.backend.location(r.manifest.dump_name)}: "
+                  + _verified_text(r))  # fmt: skip
     return 0
+
+
+def _verified_text(result: VerifyResult) -> str:
+    if not result.decrypted:
+        return "sha256 and size match; encrypted (age), not decrypted: no key was given"
+    sealed = "decrypted, " if result.manifest.encrypted else ""
+    return f"sha256 matches, {sealed}complete, {result.tables} tables, {result.rows or 0:,} rows"
 
 
 @command(app, "config")
