@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pyrage import x25519
 
+from tests.agekeys import Key
 from tests.conftest import Cli
 from tests.pgutil import Server
 from tests.restore_cases import PAGILA_MUTATIONS
@@ -23,18 +23,6 @@ from tests.s3_server import aws_env, bucket_keys, moto_server, new_bucket, s3_cl
 __all__ = ["moto_server"]  # a pytest fixture, used by name
 
 MARKER = "plaintext-marker-5f1c0e9a-do-not-store"
-
-
-class Key:
-    """An age key pair made by the real ``age-keygen``, in a file."""
-
-    def __init__(self, path: Path) -> None:
-        subprocess.run(["age-keygen", "-o", str(path)], check=True, capture_output=True)
-        self.path = path
-        self.secret = next(
-            line for line in path.read_text().splitlines() if line.startswith("AGE-SECRET-KEY-")
-        )
-        self.public = str(x25519.Identity.from_str(self.secret).to_public())
 
 
 @pytest.fixture
