@@ -121,8 +121,25 @@ def test_an_error_in_the_pipeline_comes_out_as_itself() -> None:
     def full_store(data: bytes) -> None:
         raise SnapmgrError("the store is full")
 
+    identity = x25519.Identity.generate()
     with pytest.raises(SnapmgrError, match="the store is full"):
-        encrypt_stream([DATA] * 3, full_store, [str(x25519.Identity.generate().to_public())])
+        encrypt_stream([DATA] * 3, full_store, [str(identity.to_public())])
+
+    sealed = encrypt(DATA * 8, [str(identity.to_public())])
+    keyring = Keyring((identity,), "test")
+    for cut in (10, 300_000):  # in the header, and in the payload
+        stopping = threading.Event()
+        stream: Channel[bytes] = Channel(2, stopping)
+
+        def feed(cut: int = cut, stream: Channel[bytes] = stream) -> None:
+            stream.put(sealed[:cut])
+            stopping.set()
+
+        threading.Thread(target=feed).start()
+        with pytest.raises(Cancelled):
+            decrypt_stream(stream, lambda data: None, keyring, "X")
+    with pytest.raises(SnapmgrError, match="the store is full"):
+        decrypt_stream(pieces(sealed, 65_536), full_store, keyring, "X")
 
 
 def test_recipients_are_checked_and_a_private_key_is_refused_without_showing_it(
