@@ -175,24 +175,31 @@ def orphans(store: Store) -> list[Orphan]:
     """Objects in ``store`` that belong to no committed snapshot: dumps without a
     manifest, temp files, and dumps beside the one their manifest names (what an
     interrupted ``rekey`` leaves: the old object, or a new one not yet committed)."""
-    infos = list(store.backend.list_objects())
     committed = set()
-    dumps: dict[str, list[ObjectInfo]] = {}
+    beside: dict[str, list[ObjectInfo]] = {}  # each ID's other objects (dumps...)
     result = []
-    for info in infos:
+    for info in store.backend.list_objects():
         parsed = split_object_name(info.name)
-        if parsed and parsed[1] == "manifest":
+        if parsed is None:
+            if is_temp_name(info.name):
+                result.append(Orphan(store, info))
+        elif parsed[1] == "manifest":
             committed.add(parsed[0])
-        elif parsed:
-            dumps.setdefault(parsed[0], []).append(info)
-        elif is_temp_name(info.name):
-            result.append(Orphan(store, info))
-    for snapshot_id, found in dumps.items():
+        else:
+            beside.setdefault(parsed[0], []).append(info)
+    for snapshot_id, found in beside.items():
         if snapshot_id not in committed:
             result += [Orphan(store, info) for info in found]
-        elif len(found) > 1:
-            result += [Orphan(store, info) for info in _unnamed_dumps(store, snapshot_id, found)]
+            continue
+        dumps = [info for info in found if _kind(info.name) == "dump"]
+        if len(dumps) > 1:
+            result += [Orphan(store, info) for info in _unnamed_dumps(store, snapshot_id, dumps)]
     return result
+
+
+def _kind(name: str) -> str | None:
+    parsed = split_object_name(name)
+    return parsed[1] if parsed else None
 
 
 def _unnamed_dumps(store: Store, snapshot_id: str, found: list[ObjectInfo]) -> list[ObjectInfo]:
