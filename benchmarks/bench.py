@@ -9,6 +9,7 @@ alike:
 * ``pg_dump > /dev/null``: the limit, what the database can produce;
 * the usual script: ``pg_dump | gzip > f && gzip -t f``;
 * ``snapmgr snapshot`` with gzip (the default) and with zstd, verification included;
+* ``snapmgr snapshot`` with gzip and age encryption (``encryption_recipients`` set);
 * ``gunzip -c f | psql`` into a fresh database, and ``snapmgr restore`` of the
   same snapshot into another fresh database (skipped, saying so, when this
   snapmgr has no ``restore`` command).
@@ -62,6 +63,7 @@ RESTORE_VS_PSQL = 1.15
 RSS_LIMIT_MB = 200.0
 RSS_FLAT_RATIO = 1.15  # the larger database's peak RSS within 15% (or 16 MB) of the smaller's
 RSS_FLAT_SLACK_MB = 16.0
+ENCRYPTED_VS_PLAIN = 1.10  # the encrypted snapshot against the plain one, same run
 
 BUILD_SQL = """
 CREATE TABLE public.events (
@@ -314,8 +316,10 @@ class Bench:
         target.unlink()
         return sample, size
 
-    def run_snapshot(self, dbname: str, compression: str, store: Path) -> tuple[Sample, str, int]:
-        env = snapmgr_env(self.server, dbname, store, self.pointer)
+    def run_snapshot(
+        self, dbname: str, compression: str, store: Path, extra_env: dict[str, str] | None = None
+    ) -> tuple[Sample, str, int]:
+        env = {**snapmgr_env(self.server, dbname, store, self.pointer), **(extra_env or {})}
         out = self.work / "snapshot.out"
         with open(out, "wb") as handle:
             sample, _ = self.runner.run(
@@ -326,8 +330,20 @@ class Bench:
             )
         snapshot_id = out.read_text().strip().splitlines()[-1]
         suffix = {"gzip": ".sql.gz", "zstd": ".sql.zst", "none": ".sql"}[compression]
+        if extra_env and "SNAPMGR_ENCRYPTION_RECIPIENTS" in extra_env:
+            suffix += ".age"
         size = (store / f"{snapshot_id}{suffix}").stat().st_size
         return sample, snapshot_id, size
+
+    def run_encrypted_snapshot(self, dbname: str, store: Path) -> tuple[Sample, int]:
+        """``snapmgr snapshot`` (gzip) with age encryption to a throwaway recipient."""
+        from pyrage import x25519
+
+        recipient = str(x25519.Identity.generate().to_public())
+        sample, _, size = self.run_snapshot(
+            dbname, "gzip", store, {"SNAPMGR_ENCRYPTION_RECIPIENTS": recipient}
+        )
+        return sample, size
 
     # ---- restore side
 
@@ -363,6 +379,7 @@ class Bench:
             "script": Variant("script", "pg_dump | gzip > f && gzip -t f"),
             "snap_gzip": Variant("snap_gzip", "snapmgr snapshot (gzip)"),
             "snap_zstd": Variant("snap_zstd", "snapmgr snapshot (zstd)"),
+            "snap_age": Variant("snap_age", "snapmgr snapshot (gzip, age encrypted)"),
             "psql_restore": Variant("psql_restore", "gunzip -c f | psql"),
             "snap_restore": Variant("snap_restore", "snapmgr restore"),
             "snap_gzip_rss": Variant("snap_gzip_rss", "snapmgr snapshot (gzip), smaller db"),
@@ -408,6 +425,10 @@ class Bench:
                 assert source is not None
                 sample, _, variant.size = self.run_snapshot(source, compression, store)
                 shutil.rmtree(store)
+            elif key == "snap_age":
+                store = self.work / "store"
+                sample, variant.size = self.run_encrypted_snapshot(dbname, store)
+                shutil.rmtree(store)
             elif key == "psql_restore":
                 sample = self.run_psql_restore(ref_dump)
                 variant.size = ref_dump.stat().st_size
@@ -415,7 +436,10 @@ class Bench:
                 sample = self.run_snapmgr_restore(dbname, ref_store, ref_id)
             return sample
 
-        order = ["pg_dump", "script", "snap_gzip", "snap_zstd", "psql_restore", "snap_restore"]
+        order = [
+            "pg_dump", "script", "snap_gzip", "snap_zstd", "snap_age", "psql_restore",
+            "snap_restore",
+        ]  # fmt: skip
         if rss_db:
             order.append("snap_gzip_rss")
         if args.only:
@@ -457,6 +481,15 @@ def ratio_line(
         return f"ratio: {name} = n/a {target} SKIP", True
     ok = value <= limit
     return f"ratio: {name} = {value:.{digits}f}{unit} {target} {'PASS' if ok else 'FAIL'}", ok
+
+
+def encryption_ratio(quotient: Any) -> tuple[str, bool]:
+    """The encrypted snapshot's time against the plain gzip one, measured in the same run."""
+    return ratio_line(
+        "snapmgr snapshot (gzip, age) / snapmgr snapshot (gzip)",
+        quotient("snap_age", "snap_gzip"),
+        ENCRYPTED_VS_PLAIN,
+    )
 
 
 def report(variants: dict[str, Variant], args: argparse.Namespace) -> dict[str, Any]:
@@ -532,6 +565,7 @@ def report(variants: dict[str, Variant], args: argparse.Namespace) -> dict[str, 
             quotient("snap_restore", "psql_restore"),
             RESTORE_VS_PSQL,
         ),
+        encryption_ratio(quotient),
     ]
     for line, _ in lines:
         say(line)
@@ -576,7 +610,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--only",
         type=lambda text: set(text.split(",")),
         help="measure only these variants (comma-separated keys: pg_dump, script, snap_gzip, "
-        "snap_zstd, psql_restore, snap_restore, snap_gzip_rss)",
+        "snap_zstd, snap_age, psql_restore, snap_restore, snap_gzip_rss)",
     )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--work-dir", type=Path, help="where dumps go (default: a temp dir)")

@@ -3,7 +3,9 @@
 A snapshot exists in a store when its manifest exists there (the commit
 point); a dump without a manifest is in progress or an orphan and is never
 listed, resolved as ``latest`` or restored. When several stores hold the
-same ID, the copies are merged and the stores are kept in the order given.
+same ID, the copies are merged and the stores are kept in the order given;
+each copy keeps its own store's manifest, since a copy's stored object (and
+its sha256) can differ from another's while ``rekey`` is under way.
 """
 
 from __future__ import annotations
@@ -53,14 +55,25 @@ def open_stores(config: Config, specs: list[str] | tuple[str, ...] = ()) -> list
 
 @dataclass(frozen=True)
 class Entry:
-    """A committed snapshot and the stores holding a copy of it, in store order."""
+    """A committed snapshot and the stores holding a copy of it, in store order.
+
+    ``manifest`` is the first store's; ``copies`` (when known) holds each store's
+    own manifest, in the order of ``stores``."""
 
     manifest: Manifest
     stores: tuple[Store, ...]
+    copies: tuple[Manifest, ...] = ()
 
     @property
     def id(self) -> str:
         return self.manifest.id
+
+    def manifest_in(self, store: Store) -> Manifest:
+        """The manifest ``store`` holds for this snapshot: it names that copy's object."""
+        for held, manifest in zip(self.stores, self.copies, strict=False):
+            if held is store:
+                return manifest
+        return self.manifest
 
 
 def read_manifest(store: Store, snapshot_id: str) -> Manifest:
@@ -102,12 +115,14 @@ def store_manifests(store: Store) -> list[Manifest]:
 
 def list_entries(stores: list[Store]) -> list[Entry]:
     """Committed snapshots across ``stores``, merged by ID, newest first."""
-    by_id: dict[str, tuple[Manifest, list[Store]]] = {}
+    by_id: dict[str, list[tuple[Store, Manifest]]] = {}
     for store in stores:
         for manifest in store_manifests(store):
-            known = by_id.setdefault(manifest.id, (manifest, []))
-            known[1].append(store)
-    entries = [Entry(m, tuple(copies)) for m, copies in by_id.values()]
+            by_id.setdefault(manifest.id, []).append((store, manifest))
+    entries = [
+        Entry(copies[0][1], tuple(s for s, _ in copies), tuple(m for _, m in copies))
+        for copies in by_id.values()
+    ]
     entries.sort(key=lambda e: (e.manifest.created_at, e.id), reverse=True)
     return entries
 
@@ -123,24 +138,21 @@ def resolve(stores: list[Store], ref: str) -> Entry:
             )
         return entries[0]
     validate_id(ref)
-    found: Manifest | None = None
-    copies: list[Store] = []
+    copies: list[tuple[Store, Manifest]] = []
     errors: list[SnapmgrError] = []
     for store in stores:
         try:
-            manifest = read_manifest(store, ref)
+            copies.append((store, read_manifest(store, ref)))
         except NotFoundError:
             continue
         except SnapmgrError as exc:
             errors.append(exc)
             continue
-        found = found or manifest
-        copies.append(store)
-    if found is None:
+    if not copies:
         if errors:
             raise errors[0]
         raise NotFoundError(f"snapshot {ref} not found in {where}; see `snapmgr list`")
-    return Entry(found, tuple(copies))
+    return Entry(copies[0][1], tuple(s for s, _ in copies), tuple(m for _, m in copies))
 
 
 def is_temp_name(name: str) -> bool:
@@ -160,19 +172,41 @@ class Orphan:
 
 
 def orphans(store: Store) -> list[Orphan]:
-    """Objects in ``store`` that belong to no committed snapshot."""
-    infos = list(store.backend.list_objects())
+    """Objects in ``store`` that belong to no committed snapshot: dumps without a
+    manifest, temp files, and dumps beside the one their manifest names (what an
+    interrupted ``rekey`` leaves: the old object, or a new one not yet committed)."""
     committed = set()
-    for info in infos:
-        parsed = split_object_name(info.name)
-        if parsed and parsed[1] == "manifest":
-            committed.add(parsed[0])
+    beside: dict[str, list[ObjectInfo]] = {}  # each ID's other objects (dumps...)
     result = []
-    for info in infos:
+    for info in store.backend.list_objects():
         parsed = split_object_name(info.name)
-        uncommitted_dump = bool(
-            parsed and parsed[1] in ("dump", "drill") and parsed[0] not in committed
-        )
-        if uncommitted_dump or is_temp_name(info.name):
-            result.append(Orphan(store, info))
+        if parsed is None:
+            if is_temp_name(info.name):
+                result.append(Orphan(store, info))
+        elif parsed[1] == "manifest":
+            committed.add(parsed[0])
+        else:
+            beside.setdefault(parsed[0], []).append(info)
+    for snapshot_id, found in beside.items():
+        if snapshot_id not in committed:
+            result += [Orphan(store, info) for info in found]
+            continue
+        dumps = [info for info in found if _kind(info.name) == "dump"]
+        if len(dumps) > 1:
+            result += [Orphan(store, info) for info in _unnamed_dumps(store, snapshot_id, dumps)]
     return result
+
+
+def _kind(name: str) -> str | None:
+    parsed = split_object_name(name)
+    return parsed[1] if parsed else None
+
+
+def _unnamed_dumps(store: Store, snapshot_id: str, found: list[ObjectInfo]) -> list[ObjectInfo]:
+    """The dumps of a committed snapshot that its manifest does not name (none if
+    the manifest cannot be read: then nothing is known to be spare)."""
+    try:
+        named = read_manifest(store, snapshot_id).dump_name
+    except SnapmgrError:
+        return []
+    return [info for info in found if info.name != named]

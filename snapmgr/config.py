@@ -162,6 +162,23 @@ def _service_urls(value: Any) -> tuple[str, ...]:
     return tuple(urls)
 
 
+def _recipients(value: Any) -> tuple[str, ...]:
+    """age public keys: a list, or (from the environment) a comma/space separated string."""
+    from snapmgr.encryption import parse_recipients
+
+    if isinstance(value, str):
+        items = value.replace(",", " ").split()
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        items = value
+    else:
+        raise ValueError("expected a list of age recipients (age1…)")
+    return parse_recipients(items)
+
+
+def _hidden(value: Any) -> Any:
+    return "***"
+
+
 def _masked_urls(value: Any) -> Any:
     if isinstance(value, str):
         return mask_service_url(value)
@@ -200,6 +217,10 @@ KEYS: dict[str, Key] = {
     "notify_urls": Key("", _service_urls, (), secret=True, mask=_masked_urls),
     "notify_on": Key("", parse_rules, DEFAULT_NOTIFY_ON),
     "healthcheck_url": Key("", parse_ping_url, None, secret=True, mask=_masked_urls),
+    "encryption_recipients": Key("", _recipients, ()),
+    "encryption_recipients_file": Key("", _optional_text, None),
+    "age_identity_file": Key("", _optional_text, None),
+    "age_identity": Key("", _optional_text, None, secret=True, mask=_hidden),
     "keep_last": Key("retention", _count, None),
     "keep_hourly": Key("retention", _count, None),
     "keep_daily": Key("retention", _count, None),
@@ -276,6 +297,10 @@ class Config:
             found += service_url_secrets(url) if url else []
         for store in self.stores.values():
             found += url_secrets(store.url) + _secret_option_values(store.options)
+        identity = self.values["age_identity"] or ""
+        found += [identity.strip()] + [
+            line.strip() for line in identity.splitlines() if not line.strip().startswith("#")
+        ]
         return found
 
     def redacted(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -25,12 +26,20 @@ from snapmgr.catalog import LATEST, Entry, Store, list_entries, open_stores, res
 from snapmgr.config import Config
 from snapmgr.deploylock import DEFAULT_WAIT_S, DeployLock, Reuse, deploy_lock
 from snapmgr.durations import Duration
+from snapmgr.encryption import (
+    IDENTITY_HINT,
+    Keyring,
+    WrongKeyError,
+    load_keyring,
+    missing_key,
+    read_recipients_file,
+)
 from snapmgr.errors import SafetyRefusal, SnapmgrError, StorageError, UsageError
 from snapmgr.guard import GuardResult, check_command, run_guard
 from snapmgr.health import HealthReport, assess
 from snapmgr.inventory import survey
 from snapmgr.manifest import DumpContent, Manifest, validate_label
-from snapmgr.pointer import write_pointer
+from snapmgr.pointer import read_pointer, write_pointer
 from snapmgr.postgres import (
     ConnInfo,
     check_dump_version,
@@ -49,6 +58,7 @@ from snapmgr.prune import (
     execute_plan,
     plan_prune,
 )
+from snapmgr.rekey import RekeyResult, rekey_entry
 from snapmgr.restore import DEFAULT_LOCK_TIMEOUT_S, RestoreOptions, RestoreResult, restore_entry
 from snapmgr.retention import EmptyPolicyError
 from snapmgr.snapshot import SnapshotRequest, SnapshotResult, take_snapshot
@@ -62,6 +72,15 @@ log = logging.getLogger("snapmgr")
 #: guard's default: reuse only a snapshot another instance of this deploy
 #: committed while this one waited, never an older deploy's.
 WAITED_ONLY = Reuse()
+
+
+@dataclass(frozen=True)
+class RekeyReport:
+    """What ``rekey`` did per snapshot, and the snapshots it could not rekey."""
+
+    results: tuple[RekeyResult, ...]
+    failures: tuple[tuple[Entry, SnapmgrError], ...]
+
 
 #: guard reuses a snapshot of its label this recent (or committed while it waited).
 
@@ -187,11 +206,14 @@ class SnapshotManager:
             compression=self.config["compression"],
             level=self.config["compression_level"],
             tags=dict(tags or {}),
+            recipients=self.recipients(),
         )
         log.info(
-            "snapshot of %s (PostgreSQL %s) with %s into %s",
+            "snapshot of %s (PostgreSQL %s) with %s into %s%s",
             conn.display(), server.version, pg_dump.path,
             ", ".join(store.describe() for store in self.stores),
+            f", encrypted (age) to {len(request.recipients)} recipient(s)"
+            if request.recipients else "",
         )  # fmt: skip
 
         def update_pointer(manifest: Manifest, committed: list[Store]) -> None:
@@ -200,6 +222,37 @@ class SnapshotManager:
 
         result = take_snapshot(request, self.stores, self.progress("dumping"), update_pointer)
         return result
+
+    def recipients(self) -> tuple[str, ...]:
+        """The age recipients snapshots are encrypted to: ``encryption_recipients`` and
+        those in ``encryption_recipients_file`` (empty: snapshots are not encrypted)."""
+        found = tuple(self.config["encryption_recipients"])
+        path = self.config["encryption_recipients_file"]
+        if path:
+            found += read_recipients_file(path, "encryption_recipients_file")
+        return tuple(dict.fromkeys(found))
+
+    def keyring(self) -> Keyring:
+        """The private keys given for reading encrypted snapshots (maybe none)."""
+        return load_keyring(
+            self.config["age_identity_file"],
+            self.config["age_identity"],
+            f"age_identity_file (from {self.config.sources['age_identity_file']})",
+        )
+
+    def _check_guard_key(self) -> None:
+        """guard --restore-on-failure with encryption: the key that will restore the
+        snapshot must be there (and fit) before the command runs, not after it failed."""
+        recipients = self.recipients()
+        if not recipients:
+            return
+        keyring = self.keyring()
+        if not keyring:
+            raise UsageError(
+                "guard --restore-on-failure: snapshots are encrypted (encryption_recipients) "
+                f"and restoring one needs the private key: give it with {IDENTITY_HINT}"
+            )
+        keyring.check_can_read("the snapshot guard takes", recipients)
 
     def dump_content(self) -> DumpContent:
         """What the configuration puts in a snapshot besides the data."""
@@ -223,25 +276,45 @@ class SnapshotManager:
     def verify(self, ref: str) -> list[VerifyResult]:
         """Re-read every copy of ``ref`` and check it against its manifest."""
         entry = self.find(ref)
-        return verify_all_copies(entry.manifest, entry.stores)
+        return verify_all_copies(entry, self._keyring_for([entry]))
 
     def verify_everything(self) -> list[VerifyResult]:
         """Verify every copy of every committed snapshot."""
+        entries = self.list_snapshots()
+        keyring = self._keyring_for(entries)
         results: list[VerifyResult] = []
-        for entry in self.list_snapshots():
-            results.extend(verify_all_copies(entry.manifest, entry.stores))
+        for entry in entries:
+            results.extend(verify_all_copies(entry, keyring))
         return results
+
+    def _keyring_for(self, entries: Sequence[Entry]) -> Keyring:
+        """The keyring, read only when one of ``entries`` is encrypted; without a key,
+        encrypted copies are checked by sha256 and size only, as the log says."""
+        encrypted = [e.id for e in entries if any(m.encrypted for m in e.copies or (e.manifest,))]
+        if not encrypted:
+            return Keyring()
+        keyring = self.keyring()
+        if not keyring:
+            log.warning(
+                "%s encrypted (age) and no key was given: checking sha256 and size only, "
+                "not decrypting; give the key with %s for a full check",
+                f"{encrypted[0]} is" if len(encrypted) == 1 else f"{len(encrypted)} snapshots are",
+                IDENTITY_HINT,
+            )
+        return keyring
 
     def set_pinned(self, ref: str, pinned: bool) -> Entry:
         """Pin or unpin a snapshot in every store that holds it."""
         entry = self.find(ref)
-        updated = entry.manifest.with_pinned(pinned)
+        copies = []
         for store in entry.stores:
+            updated = entry.manifest_in(store).with_pinned(pinned)  # each names its own object
             try:
                 store.backend.put_bytes(updated.manifest_name, updated.to_json(), overwrite=True)
             except StorageError as exc:
                 raise StorageError(f"store {store.describe()}: {exc}") from exc
-        return Entry(updated, entry.stores)
+            copies.append(updated)
+        return Entry(copies[0], entry.stores, tuple(copies))
 
     def retention_policy(self, flags: Mapping[str, object] | None = None) -> PolicyChoice:
         """The policy from ``--keep-*`` values if any is set, else the ``[retention]`` config."""
@@ -351,6 +424,7 @@ class SnapshotManager:
         snapshot is found and before any connection to the target.
         """
         entry = self.find(ref)
+        keyring = self._restore_keyring(entry)
         conn = ConnInfo.parse(target_url or self.config.database_url)
         if not confirmed:
             raise SafetyRefusal(
@@ -365,6 +439,7 @@ class SnapshotManager:
             pg_bin_dir=self.config["pg_bin_dir"],
             no_owner=no_owner,
             no_privileges=no_privileges,
+            keyring=keyring,
         )
         return restore_entry(entry, options, lambda: self.progress("restoring"))
 
@@ -404,6 +479,62 @@ class SnapshotManager:
         raise_for(record)
         return record
 
+    def _restore_keyring(self, entry: Entry) -> Keyring:
+        """The key for restoring ``entry``: refused (exit 2) without one, and a key that
+        is not among the recipients of any copy is exit 6, before anything is read or
+        changed."""
+        if not any(m.encrypted for m in entry.copies or (entry.manifest,)):
+            return Keyring()
+        keyring = self.keyring()
+        if not keyring:
+            raise missing_key(entry.id, "restore")
+        problems: list[WrongKeyError] = []
+        for manifest in entry.copies or (entry.manifest,):
+            try:
+                keyring.check_can_read(entry.id, manifest.recipients if manifest.encrypted else [])
+            except WrongKeyError as exc:
+                problems.append(exc)
+                continue
+            return keyring  # this copy can be read (the others are tried after it if need be)
+        raise problems[0]
+
+    def rekey(
+        self, ref: str | None, recipients: Sequence[str], *, dry_run: bool = False
+    ) -> RekeyReport:
+        """Re-encrypt snapshot ``ref`` (``None``: every snapshot) to ``recipients``,
+        commit-safe (see :mod:`snapmgr.rekey`); a snapshot that fails is reported and
+        the others go on."""
+        if not recipients:
+            raise UsageError(
+                "rekey needs the new recipients: --to-recipients age1… (repeatable) "
+                "or --to-recipients-file FILE"
+            )
+        entries = self.list_snapshots() if ref is None else [self.find(ref)]
+        keyring = self.keyring()
+        results: list[RekeyResult] = []
+        failures: list[tuple[Entry, SnapmgrError]] = []
+        for entry in entries:
+            try:
+                results.append(
+                    rekey_entry(
+                        entry, recipients, keyring, dry_run=dry_run, on_commit=self._repoint
+                    )
+                )
+            except SnapmgrError as exc:
+                failures.append((entry, exc))
+        return RekeyReport(tuple(results), tuple(failures))
+
+    def _repoint(self, entry: Entry) -> None:
+        """After a rekey, the pointer file (if it names this snapshot) names its new object."""
+        path = self.config["pointer_file"]
+        try:
+            pointer = read_pointer(path)
+            if pointer is not None and pointer[1] == entry.id:
+                location = entry.stores[0].backend.location(entry.manifest.dump_name)
+                write_pointer(path, location, entry.id)
+        except StorageError as exc:
+            log.warning("%s is rekeyed, but the pointer file was not updated: %s", entry.id, exc)
+
     def guard(
         self,
         command: Sequence[str],
@@ -428,6 +559,8 @@ class SnapshotManager:
         """
         label = validate_label(label or self.config["label"])
         check_command(command)  # a command that cannot run never waits for the lock
+        if restore_on_failure:
+            self._check_guard_key()
 
         def restore(snapshot_id: str) -> RestoreResult:
             return self.restore(

@@ -5,6 +5,11 @@ when the same label is snapshotted twice in one second. IDs are checked
 against a strict pattern before any storage call, so no ID can carry a path
 separator or ``..`` into a store. Ordering always uses ``created_at`` from
 the manifest, never the name.
+
+The dump's name is ``<id>.sql.gz`` (``.sql.zst``, ``.sql``), plus ``.age``
+when encrypted. ``rekey`` writes the re-encrypted dump beside the old one as
+``<id>.k<N>.sql.gz.age`` (generation N) and the manifest then names it
+(``dump_object``): the manifest always says which object is the snapshot.
 """
 
 from __future__ import annotations
@@ -24,7 +29,13 @@ MANIFEST_SUFFIX = ".json"
 #: deleted with the snapshot.
 DRILL_SUFFIX = ".drill.json"
 DUMP_SUFFIXES = {"gzip": ".sql.gz", "zstd": ".sql.zst", "none": ".sql"}
+ENCRYPTED_SUFFIX = ".age"
+ENCRYPTIONS = ("age",)
 MANIFEST_VERSION = 1
+_DUMP_NAME = re.compile(
+    r"^(?P<id>.+?)(?:\.k(?P<generation>[1-9][0-9]{0,5}))?"
+    r"(?P<suffix>\.sql(?:\.gz|\.zst)?(?:\.age)?)$"
+)
 
 
 def validate_id(snapshot_id: str) -> str:
@@ -53,9 +64,19 @@ def make_id(label: str, when: datetime, attempt: int = 1) -> str:
     return base if attempt == 1 else f"{base}-{attempt}"
 
 
-def dump_name(snapshot_id: str, compression: str) -> str:
-    """The dump's object name for an ID and compression."""
-    return validate_id(snapshot_id) + DUMP_SUFFIXES[compression]
+def dump_name(
+    snapshot_id: str, compression: str, encrypted: bool = False, generation: int = 1
+) -> str:
+    """The dump's object name for an ID, compression, encryption and key generation."""
+    marker = f".k{generation}" if generation > 1 else ""
+    suffix = DUMP_SUFFIXES[compression] + (ENCRYPTED_SUFFIX if encrypted else "")
+    return validate_id(snapshot_id) + marker + suffix
+
+
+def dump_generation(name: str) -> int:
+    """The key generation in a dump's name: 1 unless ``rekey`` wrote it."""
+    match = _DUMP_NAME.match(name)
+    return int(match["generation"]) if match and match["generation"] else 1
 
 
 def manifest_name(snapshot_id: str) -> str:
@@ -75,12 +96,10 @@ def split_object_name(name: str) -> tuple[str, str] | None:
     elif name.endswith(MANIFEST_SUFFIX):
         stem, kind = name[: -len(MANIFEST_SUFFIX)], "manifest"
     else:
-        for suffix in DUMP_SUFFIXES.values():
-            if name.endswith(suffix):
-                stem, kind = name[: -len(suffix)], "dump"
-                break
-        else:
+        match = _DUMP_NAME.match(name)
+        if match is None:
             return None
+        stem, kind = match["id"], "dump"
     if not ID_PATTERN.match(stem) or ".." in stem:
         return None
     return stem, kind
@@ -160,10 +179,22 @@ class Manifest:
     fingerprints: dict[str, Any] = field(default_factory=dict)
     #: The dumping session's TimeZone, which shaped timestamptz values in the dump.
     timezone: str | None = None
+    #: ``"age"`` when the stored dump is encrypted (age v1 format), else ``None``.
+    encryption: str | None = None
+    #: The age recipients (public keys) the dump is encrypted to.
+    recipients: list[str] = field(default_factory=list)
+    #: The dump's object name, when not the one the ID gives (after ``rekey``).
+    dump_object: str | None = None
 
     @property
     def dump_name(self) -> str:
-        return dump_name(self.id, self.compression)
+        if self.dump_object is not None:
+            return self.dump_object
+        return dump_name(self.id, self.compression, self.encryption is not None)
+
+    @property
+    def encrypted(self) -> bool:
+        return self.encryption is not None
 
     @property
     def manifest_name(self) -> str:
@@ -208,6 +239,19 @@ class Manifest:
         if manifest.compression not in DUMP_SUFFIXES:
             raise VerificationError(
                 f"manifest {origin} names unknown compression {manifest.compression!r}"
+            )
+        if manifest.encryption is not None and manifest.encryption not in ENCRYPTIONS:
+            raise VerificationError(
+                f"manifest {origin} names unknown encryption {manifest.encryption!r}; "
+                "it may be from a newer snapmgr"
+            )
+        if manifest.dump_object is not None and split_object_name(manifest.dump_object) != (
+            manifest.id,
+            "dump",
+        ):
+            raise VerificationError(
+                f"manifest {origin} names dump {manifest.dump_object!r}, not one of "
+                f"{manifest.id}'s; the store was tampered with"
             )
         return manifest
 

@@ -26,6 +26,7 @@ from snapmgr.catalog import Entry, Orphan, Store, list_entries, orphans
 from snapmgr.config import Config
 from snapmgr.durations import Duration, parse_duration
 from snapmgr.errors import ConfigError, NotFoundError, StorageError
+from snapmgr.manifest import Manifest
 from snapmgr.retention import UNLIMITED, Policy, apply_policy
 
 #: The policy keys, shared by the ``[retention]`` table and the ``--keep-*`` flags.
@@ -219,9 +220,19 @@ def _merge(per_store: list[list[Entry]]) -> list[Entry]:
         for entry in entries:
             known = merged.get(entry.id)
             merged[entry.id] = (
-                entry if known is None else Entry(known.manifest, known.stores + entry.stores)
+                entry
+                if known is None
+                else Entry(
+                    known.manifest,
+                    known.stores + entry.stores,
+                    _copies(known) + _copies(entry),
+                )
             )
     return sorted(merged.values(), key=lambda e: (e.manifest.created_at, e.id), reverse=True)
+
+
+def _copies(entry: Entry) -> tuple[Manifest, ...]:
+    return tuple(entry.manifest_in(store) for store in entry.stores)
 
 
 def execute_plan(plan: PrunePlan, *, dry_run: bool = False) -> PruneResult:
@@ -258,7 +269,7 @@ def delete_snapshots(entries: Sequence[Entry], leftovers: Sequence[Orphan] = ())
             name
             for e in entries
             if _holds(e, store)
-            for name in (e.manifest.dump_name, e.manifest.drill_name)
+            for name in (e.manifest_in(store).dump_name, e.manifest.drill_name)
         ]
         failure = _try_delete(store, names + [o.info.name for o in leftovers if o.store is store])
         if failure:

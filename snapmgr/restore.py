@@ -25,12 +25,13 @@ unreadable, the next copy is tried in a fresh transaction.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
@@ -38,6 +39,7 @@ from psycopg import sql
 
 from snapmgr.catalog import Entry, Store
 from snapmgr.codec import Digest
+from snapmgr.encryption import Keyring, WrongKeyError
 from snapmgr.errors import (
     DatabaseError,
     DumpError,
@@ -89,6 +91,8 @@ class RestoreOptions:
     #: Leave the snapshot's owners / privileges out of what is applied.
     no_owner: bool = False
     no_privileges: bool = False
+    #: Private keys for an encrypted snapshot.
+    keyring: Keyring = field(default_factory=Keyring)
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,8 @@ def _restore_from_stores(
 ) -> RestoreResult:
     for index, store in enumerate(entry.stores):
         try:
-            return _Attempt(entry.manifest, store, options, server, psql, plan=plan).run(progress())
+            manifest = entry.manifest_in(store)
+            return _Attempt(manifest, store, options, server, psql, plan=plan).run(progress())
         except (VerificationError, StorageError) as exc:
             if index + 1 == len(entry.stores):
                 raise
@@ -189,6 +194,34 @@ class _Attempt:
 
     def run(self, progress: Progress) -> RestoreResult:
         started = time.monotonic()
+        stream = StoredSql(
+            self.manifest,
+            self.store,
+            rewrite=True,
+            line_filter=self.plan.line_filter(),
+            keyring=self.options.keyring,
+        )
+        chunks = stream.__iter__()
+        try:
+            first = self._first_chunk(chunks)
+            return self._run(stream, itertools.chain((first,), chunks), progress, started)
+        finally:
+            chunks.close()  # stops the reading threads if the restore ended early
+
+    def _first_chunk(self, chunks: Generator[bytes, None, None]) -> bytes:
+        """Read (and decrypt) the start of the dump before psql starts: a wrong key, a
+        damaged header or a missing object fails here, with nothing sent to the target."""
+        try:
+            return next(chunks, b"")
+        except (VerificationError, StorageError) as exc:
+            other = "" if isinstance(exc, WrongKeyError) else _OTHER
+            raise type(exc)(
+                f"{exc}; nothing was restored, {self.where} is unchanged{other}"
+            ) from None
+
+    def _run(
+        self, stream: StoredSql, chunks: Iterator[bytes], progress: Progress, started: float
+    ) -> RestoreResult:
         log.info(
             "restoring %s from %s into %s with %s",
             self.manifest.id, self.store.describe(), self.where, self.psql.path,
@@ -202,7 +235,7 @@ class _Attempt:
         committing = False
         try:
             self._open(session)
-            self._stream(session, progress)
+            self._stream(session, progress, stream, chunks)
             self._check_counts(session)
             with signals_held():
                 committing = True
@@ -251,16 +284,16 @@ class _Attempt:
                 )  # fmt: skip
         session.send(self.plan.wipe(self.server.major, self.options.lock_timeout_s))
 
-    def _stream(self, session: PsqlSession, progress: Progress) -> None:
+    def _stream(
+        self, session: PsqlSession, progress: Progress, stream: StoredSql, chunks: Iterator[bytes]
+    ) -> None:
         """Every byte of the stored dump into psql; raises at the end if it does not verify."""
-        stream = StoredSql(
-            self.manifest, self.store, rewrite=True, line_filter=self.plan.line_filter()
-        )
         total = self.manifest.raw_size
         self.streaming_unverified = True
         with progress:
-            for chunk in stream:
-                session.send(chunk)
+            for chunk in chunks:
+                if chunk:
+                    session.send(chunk)
                 progress.update(stream.scanner.raw_size, total)
         self.streaming_unverified = False
 

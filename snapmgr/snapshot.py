@@ -2,10 +2,13 @@
 
 The data flows one way through bounded channels::
 
-    pg_dump stdout ─► reader (row counts, trailer) ─► compressor + sha256 ─┬─► store A writer
-                                                                            └─► store B writer
+    pg_dump stdout ─► reader (row counts, trailer) ─► compressor ─► [age encryptor]
+                      ─► sha256 ─┬─► store A writer
+                                 └─► store B writer
 
-Each arrow is a thread boundary, so pg_dump, compression and uploads overlap
+With ``encryption_recipients`` set, the compressed stream is encrypted (age)
+in a stage of its own before it is hashed and stored, so only ciphertext
+reaches a store. Each arrow is a thread boundary, so pg_dump, compression and uploads overlap
 and the slowest sets the pace. A store that fails is dropped from the fan-out
 (its partial object aborted) while the others go on; the snapshot then
 commits in the stores that succeeded and the command reports the failed one.
@@ -38,6 +41,7 @@ from snapmgr import __version__
 from snapmgr.catalog import Store
 from snapmgr.codec import Digest, compressor
 from snapmgr.dumpscan import DumpScanner
+from snapmgr.encryption import SCHEME, encrypt_stream
 from snapmgr.errors import (
     DumpError,
     IdTakenError,
@@ -88,6 +92,8 @@ class SnapshotRequest:
     tags: Mapping[str, str] = field(default_factory=dict)
     content: DumpContent = field(default_factory=lambda: DumpContent(True, True))
     inventory: Inventory | None = None
+    #: age recipients (public keys) to encrypt to; empty: not encrypted.
+    recipients: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,19 +121,19 @@ class _Target:
 
 def _reserve(
     stores: list[Store],
-    label: str,
-    compression: str,
+    request: SnapshotRequest,
     now: datetime,
     size_hint: int | None = None,
 ) -> tuple[str, list[Writer]]:
     """Pick the first free ID for ``now`` and open an exclusive writer in every store."""
+    label = request.label
     for attempt in range(1, MAX_ID_ATTEMPTS + 1):
         snapshot_id = make_id(label, now, attempt)
         writers: list[Writer] = []
         try:
             for store in stores:
                 _check_manifest_free(store, snapshot_id)
-                name = dump_name(snapshot_id, compression)
+                name = dump_name(snapshot_id, request.compression, bool(request.recipients))
                 writers.append(store.backend.open_writer(name, size_hint=size_hint))
             return snapshot_id, writers
         except IdTakenError:
@@ -177,6 +183,10 @@ class DumpRun:
         self.scanner = DumpScanner(fingerprint=True)
         self.digest = Digest()
         self.raw: Channel[bytes] = Channel(RAW_QUEUE, self.cancel)
+        #: Compressed chunks on their way to the encryptor (``None``: not encrypted).
+        self.sealing: Channel[bytes] | None = (
+            Channel(RAW_QUEUE, self.cancel) if request.recipients else None
+        )
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
             pg_dump_command(request.pg_dump, request.conn, request.content),
@@ -202,9 +212,27 @@ class DumpRun:
     def compress_stage(self) -> None:
         """raw channel → compressor → sha256 → every live store channel."""
         comp = compressor(self.request.compression, self.request.level)
+        emit = self._fan_out if self.sealing is None else self._to_encryptor
         for chunk in self.raw:
-            self._fan_out(comp.compress(chunk))
-        self._fan_out(comp.flush())
+            emit(comp.compress(chunk))
+        emit(comp.flush())
+        if self.sealing is None:
+            self._close_targets()
+        else:
+            self.sealing.close()
+
+    def _to_encryptor(self, data: bytes) -> None:
+        if data:
+            assert self.sealing is not None
+            self.sealing.put(data)
+
+    def encrypt_stage(self) -> None:
+        """compressed chunks → age encryption → sha256 → every live store channel."""
+        assert self.sealing is not None
+        encrypt_stream(self.sealing, self._fan_out, self.request.recipients)
+        self._close_targets()
+
+    def _close_targets(self) -> None:
         for target in self.targets:
             target.channel.close()  # failed stores drain until this marker too
 
@@ -277,7 +305,7 @@ def take_snapshot(
     started = datetime.now(UTC)
     clock = time.monotonic()
     size_hint = _estimate_size(request.conn)
-    snapshot_id, writers = _reserve(stores, request.label, request.compression, started, size_hint)
+    snapshot_id, writers = _reserve(stores, request, started, size_hint)
     log.debug("reserved %s in %d store(s)", snapshot_id, len(stores))
     cancel = threading.Event()
     run: DumpRun | None = None
@@ -314,6 +342,7 @@ def _stream(run: DumpRun, progress: Progress) -> None:
     workers = [
         Worker("dump-reader", run.read_stage, run.cancel),
         Worker("compressor", run.compress_stage, run.cancel),
+        *([Worker("encryptor", run.encrypt_stage, run.cancel)] if run.sealing else []),
         *(Worker(f"store-{t.store.name}", run.store_stage(t), run.cancel) for t in run.targets),
     ]
     for worker in workers:
@@ -394,7 +423,7 @@ def _commit_writers(run: DumpRun) -> None:
 def _verify_stored(run: DumpRun, live: list[_Target], snapshot_id: str) -> None:
     """Re-read every stored copy in parallel and compare its sha256 and size."""
     expected, size = run.digest.hexdigest(), run.digest.size
-    name = dump_name(snapshot_id, run.request.compression)
+    name = dump_name(snapshot_id, run.request.compression, bool(run.request.recipients))
 
     def check(target: _Target) -> Callable[[], None]:
         def run_check() -> None:
@@ -457,6 +486,8 @@ def _manifest(run: DumpRun, snapshot_id: str, started: datetime, duration: float
         server_version_num=request.server.version_num,
         fingerprints=run.scanner.fingerprints.result() if run.scanner.fingerprints else {},
         timezone=inventory.timezone if inventory else None,
+        encryption=SCHEME if request.recipients else None,
+        recipients=list(request.recipients),
     )
 
 

@@ -1,20 +1,25 @@
 """Re-read a stored snapshot and prove it whole: sha256, full decompress, trailer, rows.
 
-``read_sql`` is the one place that turns stored bytes back into SQL; both
+``StoredSql`` is the one place that turns stored bytes back into SQL; both
 ``verify`` and ``restore`` consume it, so they check exactly the same things.
-The stored bytes are read in one thread and decompressed, hashed and scanned
-in another, so a network read, the CPU work and the consumer (psql) overlap.
+The stored bytes are read and hashed in one thread and decompressed and
+scanned in another (an encrypted dump is decrypted in a third between them),
+so a network read, the CPU work and the consumer (psql) overlap.
+
+An encrypted snapshot read without a key is checked as far as that goes:
+the stored bytes' sha256 and size (:func:`check_stored_object`).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
-from snapmgr.catalog import Store
+from snapmgr.catalog import Entry, Store
 from snapmgr.codec import Digest, decompressor
 from snapmgr.dumpscan import DumpScanner, LineFilter
+from snapmgr.encryption import Keyring, decrypt_stream, missing_key
 from snapmgr.errors import NotFoundError, SnapmgrError, StorageError, VerificationError
 from snapmgr.manifest import Manifest
 from snapmgr.pipeline import Cancelled, Channel, Worker
@@ -26,18 +31,26 @@ SQL_AHEAD = 4  # decoded SQL chunks (about 3 MiB each from gzip) ready for the c
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """A verified copy: which snapshot, in which store, how many rows."""
+    """A verified copy: which snapshot, in which store, how many rows.
+
+    ``decrypted`` is false for an encrypted copy checked without its key: only
+    its sha256 and size were verified, and ``tables``/``rows`` are unknown."""
 
     manifest: Manifest
     store: Store
-    tables: int
-    rows: int
+    tables: int | None
+    rows: int | None
+    decrypted: bool = True
 
 
 class StoredSql:
     """Iterate over the SQL of a stored snapshot; raises ``VerificationError`` at the
     end if the bytes' sha256 or size differ from the manifest, the compressed
-    stream is cut, or the dump lacks its trailer. ``scanner`` has the row counts."""
+    stream is cut, or the dump lacks its trailer. ``scanner`` has the row counts.
+
+    An encrypted dump needs ``keyring`` (else a usage error, exit 2, naming the ways
+    to give a key). ``tap`` sees the stored stream as decrypted (still compressed),
+    chunk by chunk: what ``rekey`` re-encrypts."""
 
     def __init__(
         self,
@@ -47,7 +60,15 @@ class StoredSql:
         rewrite: bool = False,
         line_filter: LineFilter | None = None,
         fingerprint: bool = False,
+        keyring: Keyring | None = None,
+        tap: Callable[[bytes], None] | None = None,
     ) -> None:
+        if manifest.encrypted:
+            if not keyring:
+                raise missing_key(manifest.id, "reading it")
+            keyring.check_can_read(manifest.id, manifest.recipients)
+        self._keyring = keyring or Keyring()
+        self._tap = tap
         self.manifest = manifest
         self.store = store
         self.scanner = DumpScanner(
@@ -59,24 +80,31 @@ class StoredSql:
         self.location = store.backend.location(self.name)
         self._cancel = threading.Event()
 
-    def __iter__(self) -> Iterator[bytes]:
+    def __iter__(self) -> Generator[bytes, None, None]:
         raw: Channel[bytes] = Channel(READ_AHEAD, self._cancel)
         sql: Channel[bytes] = Channel(SQL_AHEAD, self._cancel)
         reader = Worker("store-reader", self._read_into(raw), self._cancel)
-        decoder = Worker("sql-decoder", self._decode_into(raw, sql, reader), self._cancel)
-        reader.start()
-        decoder.start()
+        workers = [reader]
+        stored = raw
+        if self.manifest.encrypted:
+            stored = Channel(READ_AHEAD, self._cancel)
+            workers.append(Worker("age-decryptor", self._decrypt_into(raw, stored), self._cancel))
+        decoder = Worker("sql-decoder", self._decode_into(stored, sql, reader), self._cancel)
+        workers.append(decoder)
+        for worker in workers:
+            worker.start()
         try:
             yield from sql
         except Cancelled:
             pass  # a worker failed; its error is raised below
         finally:
             self._cancel.set()
-            reader.join()
-            decoder.join()
-        if isinstance(decoder.error, VerificationError):
-            raise decoder.error
-        for worker in (reader, decoder):
+            for worker in workers:
+                worker.join()
+        for worker in workers:
+            if isinstance(worker.error, VerificationError):
+                raise worker.error
+        for worker in workers:
             if worker.error is not None:
                 raise worker.error
         self._check_end()
@@ -94,11 +122,21 @@ class StoredSql:
 
         return run
 
+    def _decrypt_into(self, stored: Channel[bytes], plain: Channel[bytes]) -> Callable[[], None]:
+        """Decrypt in a thread of its own: pyrage holds the GIL while it works."""
+
+        def run() -> None:
+            decrypt_stream(stored, plain.put, self._keyring, self.location)
+            plain.close()
+
+        return run
+
     def _read_into(self, channel: Channel[bytes]) -> Callable[[], None]:
         def run() -> None:
             try:
                 with self.store.backend.open_reader(self.name) as handle:
                     while chunk := handle.read(CHUNK):
+                        self.digest.update(chunk)
                         channel.put(chunk)
             except NotFoundError as exc:
                 # The manifest exists, so the dump must: a missing one is a broken copy
@@ -116,7 +154,8 @@ class StoredSql:
         inflate = decompressor(self.manifest.compression)
         try:
             for chunk in channel:
-                self.digest.update(chunk)
+                if self._tap is not None:
+                    self._tap(chunk)
                 yield from self._scan(inflate.decompress(chunk))
             yield from self._scan(inflate.finish())
             tail = self.scanner.finish()
@@ -154,46 +193,82 @@ class StoredSql:
             raise VerificationError(f"{self.location}: the dump is incomplete: {reason}")
 
 
-def verify_copy(manifest: Manifest, store: Store) -> VerifyResult:
-    """Fully re-read one stored copy and compare it with its manifest: bytes, row
-    counts and, when the manifest has them, the content fingerprints."""
-    stream = StoredSql(manifest, store, fingerprint=bool(manifest.fingerprints))
-    for _ in stream:
-        pass
-    tables = stream.scanner.tables
-    if tables != manifest.tables:
+def check_counts(stream: StoredSql) -> None:
+    """The row counts the stream's scan found must be its manifest's."""
+    tables, expected = stream.scanner.tables, stream.manifest.tables
+    if tables != expected:
         differing = sorted(
-            name
-            for name in set(tables) | set(manifest.tables)
-            if tables.get(name) != manifest.tables.get(name)
+            name for name in set(tables) | set(expected) if tables.get(name) != expected.get(name)
         )
         raise VerificationError(
             f"{stream.location}: row counts differ from the manifest for {', '.join(differing[:5])}"
         )
-    recorded = manifest.fingerprints or {}
-    if recorded and stream.scanner.fingerprints is not None:
-        found = stream.scanner.fingerprints.result()
-        differing = [
-            f"{kind} {name}"
-            for kind, key in (("table", "tables"), ("large object", "large_objects"))
-            for name in sorted(set(found[key]) | set(recorded.get(key) or {}))
-            if found[key].get(name) != (recorded.get(key) or {}).get(name)
-        ]
-        if differing:
-            raise VerificationError(
-                f"{stream.location}: content fingerprints differ from the manifest for "
-                f"{', '.join(differing[:5])}: the dump was altered"
-            )
+
+
+def check_fingerprints(stream: StoredSql) -> None:
+    """The content fingerprints of the stored dump must be its manifest's (when it has them)."""
+    recorded = stream.manifest.fingerprints or {}
+    if not recorded or stream.scanner.fingerprints is None:
+        return
+    found = stream.scanner.fingerprints.result()
+    differing = [
+        f"{kind} {name}"
+        for kind, key in (("table", "tables"), ("large object", "large_objects"))
+        for name in sorted(set(found[key]) | set(recorded.get(key) or {}))
+        if found[key].get(name) != (recorded.get(key) or {}).get(name)
+    ]
+    if differing:
+        raise VerificationError(
+            f"{stream.location}: content fingerprints differ from the manifest for "
+            f"{', '.join(differing[:5])}: the dump was altered"
+        )
+
+
+def check_stored_object(store: Store, name: str, size: int, sha256: str) -> None:
+    """Re-read ``name`` in ``store``: its size and sha256 must be these."""
+    location = store.backend.location(name)
+    digest = Digest()
+    try:
+        with store.backend.open_reader(name) as handle:
+            digest.update_from(handle)
+    except NotFoundError as exc:
+        raise VerificationError(f"{location} is missing: this copy is incomplete") from exc
+    except OSError as exc:
+        raise StorageError(f"cannot read {location}: {exc}") from exc
+    if digest.size != size:
+        raise VerificationError(
+            f"{location} has {digest.size} bytes, the manifest says {size}: "
+            "the copy is truncated or altered"
+        )
+    if digest.hexdigest() != sha256:
+        raise VerificationError(
+            f"{location}: sha256 differs from the manifest: the copy is corrupt"
+        )
+
+
+def verify_copy(manifest: Manifest, store: Store, keyring: Keyring | None = None) -> VerifyResult:
+    """Fully re-read one stored copy and compare it with its manifest; an encrypted
+    copy without ``keyring``: its sha256 and size only (``decrypted`` false)."""
+    if manifest.encrypted and not keyring:
+        check_stored_object(store, manifest.dump_name, manifest.size, manifest.sha256)
+        return VerifyResult(manifest, store, None, None, decrypted=False)
+    stream = StoredSql(manifest, store, keyring=keyring, fingerprint=bool(manifest.fingerprints))
+    for _ in stream:
+        pass
+    check_counts(stream)
+    check_fingerprints(stream)
+    tables = stream.scanner.tables
     return VerifyResult(manifest, store, len(tables), sum(tables.values()))
 
 
-def verify_all_copies(manifest: Manifest, stores: tuple[Store, ...]) -> list[VerifyResult]:
-    """Verify every copy; raise the first failure after checking them all."""
+def verify_all_copies(entry: Entry, keyring: Keyring | None = None) -> list[VerifyResult]:
+    """Verify every copy (each against its own store's manifest); raise the first
+    failure after checking them all."""
     results: list[VerifyResult] = []
     failures: list[SnapmgrError] = []
-    for store in stores:
+    for store in entry.stores:
         try:
-            results.append(verify_copy(manifest, store))
+            results.append(verify_copy(entry.manifest_in(store), store, keyring))
         except SnapmgrError as exc:
             failures.append(exc)
     if failures:

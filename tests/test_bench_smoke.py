@@ -19,6 +19,7 @@ RATIO_LINES = (
     "ratio: snapmgr snapshot peak RSS = ",
     "ratio: peak RSS flatness ",
     "ratio: snapmgr restore / gunzip -c | psql = ",
+    "ratio: snapmgr snapshot (gzip, age) / snapmgr snapshot (gzip) = ",
 )
 
 

@@ -35,7 +35,12 @@ from snapmgr.redact import scrub, service_url_secrets, url_secrets
 
 log = logging.getLogger("snapmgr")
 EXIT_INTERRUPTED = 130
-SECRET_VARIABLES = ("PGPASSWORD", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+SECRET_VARIABLES = (
+    "PGPASSWORD",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "SNAPMGR_AGE_IDENTITY",
+)
 
 ConfigOpt = Annotated[
     str | None,
@@ -114,6 +119,8 @@ class Ctx:
     def secrets(self) -> list[str | None]:
         """Every secret value this invocation knows of, to scrub from what it prints."""
         candidates: list[str | None] = [os.environ.get(name) for name in SECRET_VARIABLES]
+        for line in os.environ.get("SNAPMGR_AGE_IDENTITY", "").splitlines():  # a key per line
+            candidates += [] if line.strip().startswith("#") else [line.strip()]
         for url in (self.database_url, os.environ.get("DATABASE_URL"), *self.stores):
             candidates += url_secrets(url or "")
         for name in ("SNAPMGR_NOTIFY_URLS", "SNAPMGR_HEALTHCHECK_URL"):

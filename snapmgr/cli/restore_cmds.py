@@ -13,7 +13,7 @@ import typer
 
 from snapmgr.cli import reporting
 from snapmgr.cli.common import Ctx, command
-from snapmgr.cli.snapshot_cmds import NoLockOpt, WaitOpt
+from snapmgr.cli.snapshot_cmds import IdentityFileOpt, NoLockOpt, WaitOpt
 from snapmgr.deploylock import reuse_window, wait_seconds
 from snapmgr.guard import GuardResult
 from snapmgr.redact import redact_url
@@ -98,8 +98,10 @@ def restore(
     no_privileges: Annotated[
         bool, typer.Option("--no-privileges", help="Do not apply the snapshot's grants.")
     ] = False,
+    identity_file: IdentityFileOpt = None,
 ) -> int:
     """Replace the database with a snapshot: verified before commit, all-or-nothing, exact."""
+    ctx.overrides.update(age_identity_file=identity_file)
     ctx.note(snapshot_id=snapshot_id)
     reporting.note_database(ctx, target_url)
     result = ctx.manager().restore(

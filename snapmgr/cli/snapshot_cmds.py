@@ -21,6 +21,7 @@ from snapmgr.registry import available, open_backend
 
 if TYPE_CHECKING:
     from snapmgr.drill_record import DrillRecord
+    from snapmgr.verify import VerifyResult
 
 log = logging.getLogger("snapmgr")
 app = typer.Typer()
@@ -33,6 +34,14 @@ WaitOpt = Annotated[
 NoLockOpt = Annotated[
     bool,
     typer.Option("--no-lock", help="Take no deploy lock (e.g. behind a transaction pooler)."),
+]  # fmt: skip
+
+
+IdentityFileOpt = Annotated[
+    str | None,
+    typer.Option("--identity-file", metavar="PATH", show_default=False,
+                 help="age identity file (AGE-SECRET-KEY-1…) to decrypt encrypted snapshots "
+                      "(or SNAPMGR_AGE_IDENTITY_FILE, or the key in SNAPMGR_AGE_IDENTITY)."),
 ]  # fmt: skip
 
 
@@ -52,11 +61,17 @@ def entry_dict(entry: Entry, drill: DrillRecord | None = None) -> dict[str, Any]
     data["stores"] = [
         {
             "store": store.name,
-            "location": redact_url(store.backend.location(entry.manifest.dump_name)),
+            "location": redact_url(store.backend.location(entry.manifest_in(store).dump_name)),
         }
         for store in entry.stores
     ]
     return data
+
+
+def encryption_text(entry: Entry) -> str:
+    """How the snapshot's copies are stored: ``age`` (encrypted) or ``-`` (plaintext)."""
+    kinds = {m.encryption or "-" for m in (entry.manifest_in(s) for s in entry.stores)}
+    return "/".join(sorted(kinds))
 
 
 @command(app, "snapshot")
@@ -158,13 +173,23 @@ def list_snapshots(ctx: Ctx) -> int:
         log.info("no committed snapshots")
         return 0
     table = Table(box=None, pad_edge=False)
-    for column in ("ID", "CREATED (UTC)", "SIZE", "ROWS", "PIN", "LAST DRILL", "STORES"):
+    for column in (
+        "ID",
+        "CREATED (UTC)",
+        "SIZE",
+        "ROWS",
+        "PIN",
+        "ENCRYPTED",
+        "LAST DRILL",
+        "STORES",
+    ):
         table.add_column(column)
     for entry in entries:
         m = entry.manifest
         table.add_row(
             m.id, m.created_at.strftime("%Y-%m-%d %H:%M:%S"), human_bytes(m.size),
-            f"{m.total_rows:,}", "yes" if m.pinned else "", drill_text(drills.get(entry.id)),
+            f"{m.total_rows:,}", "yes" if m.pinned else "", encryption_text(entry),
+            drill_text(drills.get(entry.id)),
             ", ".join(store.name for store in entry.stores),
         )  # fmt: skip
     ctx.out.print(table)
@@ -192,8 +217,11 @@ def show(ctx: Ctx, snapshot_id: Annotated[str, typer.Argument(metavar="ID|latest
                    + (f" level {m.compression_level}" if m.compression_level is not None else "")),
         ("size", f"{human_bytes(m.size)} stored, {human_bytes(m.raw_size)} raw"),
         ("sha256", m.sha256), ("pinned", "yes" if m.pinned else "no"),
+        ("encryption", f"{m.encryption} to {', '.join(m.recipients)}" if m.encrypted
+                       else "none (plaintext)"),
         ("tags", ", ".join(f"{k}={v}" for k, v in m.tags.items()) or "-"),
-        ("stores", ", ".join(s.backend.location(m.dump_name) for s in entry.stores)),
+        ("stores", ", ".join(s.backend.location(entry.manifest_in(s).dump_name)
+                             for s in entry.stores)),
         ("tables", f"{len(m.tables)} ({m.total_rows:,} rows)"),
         ("content", ("owners " + ("yes" if m.content.owners else "no") + ", privileges "
                      + ("yes" if m.content.privileges else "no")
@@ -213,31 +241,43 @@ def verify(
     ctx: Ctx,
     snapshot_id: Annotated[str | None, typer.Argument(metavar="[ID|latest]")] = None,
     all_snapshots: Annotated[bool, typer.Option("--all", help="Verify every snapshot.")] = False,
+    identity_file: IdentityFileOpt = None,
 ) -> int:
-    """Re-read stored bytes: sha256, full decompress, trailer, row counts, fingerprints."""
+    """Re-read stored bytes: sha256, full decompress (and decrypt), trailer, row counts,
+    content fingerprints."""
     if all_snapshots == (snapshot_id is not None):
         raise UsageError("verify takes one snapshot ID (or `latest`), or --all")
+    ctx.overrides.update(age_identity_file=identity_file)
     manager = ctx.manager()
     results = manager.verify_everything() if all_snapshots else manager.verify(str(snapshot_id))
     if ctx.json_output:
         ctx.emit_json([
             {"id": r.manifest.id, "store": r.store.name, "ok": True, "sha256": r.manifest.sha256,
+             "decrypted": r.decrypted if r.manifest.encrypted else None,
              "tables": r.tables, "rows": r.rows,
              "location": redact_url(r.store.backend.location(r.manifest.dump_name))}
             for r in results
         ])  # fmt: skip
     else:
         for r in results:
-            content = ", content fingerprints match" if r.manifest.fingerprints else ""
-            print(
-                f"ok {r.manifest.id} in {r.store.backend.location(r.manifest.dump_name)}: "
-                f"sha256 matches, complete, {r.tables} tables, {r.rows:,} rows{content}"
-            )
+            print(f"ok {r.manifest.id} in {r.store.backend.location(r.manifest.dump_name)}: "
+                  + _verified_text(r))  # fmt: skip
         log.info(
             "verify checks the stored copies only; `snapmgr drill` proves that a snapshot "
             "restores, and how long that takes"
         )
     return 0
+
+
+def _verified_text(result: VerifyResult) -> str:
+    if not result.decrypted:
+        return "sha256 and size match; encrypted (age), not decrypted: no key was given"
+    sealed = "decrypted, " if result.manifest.encrypted else ""
+    content = ", content fingerprints match" if result.manifest.fingerprints else ""
+    return (
+        f"sha256 matches, {sealed}complete, {result.tables} tables, "
+        f"{result.rows or 0:,} rows{content}"
+    )
 
 
 @command(app, "config")
