@@ -31,6 +31,7 @@ from psycopg import sql
 
 from snapmgr.catalog import Entry
 from snapmgr.drill_record import DrillRecord
+from snapmgr.encryption import Keyring
 from snapmgr.errors import RestoreError, SnapmgrError, VerificationError
 from snapmgr.fingerprint import large_object_fingerprint, prepare_session, table_fingerprint
 from snapmgr.manifest import Manifest
@@ -132,6 +133,7 @@ def run_drill(
     *,
     target: ConnInfo | None = None,
     pg_bin_dir: str | None = None,
+    keyring: Keyring | None = None,
 ) -> DrillRecord:
     """Drill ``entry`` into a scratch database on ``server`` (or into ``target``)."""
     started = time.monotonic()
@@ -144,7 +146,9 @@ def run_drill(
         log.info("drill of %s into %s", manifest.id, target.display())
         restored = restore_entry(
             entry,
-            RestoreOptions(conn=target, create=scratch, pg_bin_dir=pg_bin_dir),
+            RestoreOptions(
+                conn=target, create=scratch, pg_bin_dir=pg_bin_dir, keyring=keyring or Keyring()
+            ),
             progress,
         )
         with target.connect() as db:

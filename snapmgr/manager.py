@@ -456,6 +456,7 @@ class SnapshotManager:
         from snapmgr.drill_record import save_record
 
         entry = self.find(ref)
+        keyring = self._restore_keyring(entry)
         target = ConnInfo.parse(target_url) if target_url else None
         if target is not None and not confirmed:
             raise SafetyRefusal(
@@ -471,6 +472,7 @@ class SnapshotManager:
                 lambda: self.progress("drilling"),
                 target=target,
                 pg_bin_dir=self.config["pg_bin_dir"],
+                keyring=keyring,
             )
         except SnapmgrError as exc:
             save_record(failed_record(entry.manifest, exc, started, server.display()), entry.stores)

@@ -270,8 +270,10 @@ def drill(
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="Confirm replacing --target-url's contents.")
     ] = False,
+    identity_file: IdentityFileOpt = None,
 ) -> int:
     """Restore a snapshot into a scratch database, compare its content, report the time."""
+    ctx.overrides.update(age_identity_file=identity_file)
     ctx.note(snapshot_id=snapshot_id)
     record = ctx.manager().drill(snapshot_id, target_url=target_url, confirmed=yes)
     ctx.note(summary=drill_line(record), duration_s=record.duration_s)
