@@ -276,3 +276,18 @@ def test_drill_into_a_target_url_needs_yes(cli: Cli, pg_server: Server, odd_db: 
         assert pg_server.execute(f"{odd_db}_target", "SELECT count(*) FROM odd") == [(4,)]
     finally:
         pg_server.drop_db(f"{odd_db}_target")
+
+
+def test_drill_of_an_encrypted_snapshot_uses_the_key(
+    cli: Cli, pg_server: Server, odd_db: str, tmp_path: Path
+) -> None:
+    from tests.agekeys import Key
+
+    key = Key(tmp_path / "key.txt")
+    env = {"DATABASE_URL": pg_server.url(odd_db), "SNAPMGR_ENCRYPTION_RECIPIENTS": key.public}
+    cli.ok("snapshot", env=env)
+    without = cli("drill", env=env)
+    assert without.returncode == 2 and "SNAPMGR_AGE_IDENTITY" in without.stderr
+    proven = cli.ok("drill", env={**env, "SNAPMGR_AGE_IDENTITY": key.secret})
+    assert "content matches" in proven.stdout
+    assert scratch_databases(pg_server) == []
