@@ -38,15 +38,18 @@ from psycopg import sql
 
 from snapmgr.catalog import Entry, Store
 from snapmgr.codec import Digest
+from snapmgr.dumpscan import LineFilter
 from snapmgr.errors import (
     DatabaseError,
     DumpError,
     RestoreError,
+    SafetyRefusal,
     SnapmgrError,
     StorageError,
     VerificationError,
 )
 from snapmgr.manifest import Manifest
+from snapmgr.partial_filter import PartialFilter, Selection, quote_name
 from snapmgr.postgres import ConnInfo, ServerInfo, Tool, find_tool, preflight
 from snapmgr.progress import Progress
 from snapmgr.psql import PsqlGone, PsqlSession
@@ -89,6 +92,8 @@ class RestoreOptions:
     #: Leave the snapshot's owners / privileges out of what is applied.
     no_owner: bool = False
     no_privileges: bool = False
+    #: Restore only these tables/schemas, without the wipe (``--table``/``--schema``).
+    selection: Selection | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,8 @@ def restore_entry(
     created = options.create and _create_database(conn)
     try:
         server = _check_target(conn, options.create)
+        if options.selection is not None:
+            _refuse_source(entry.manifest, options)
         try:
             psql = find_tool("psql", server.major, options.pg_bin_dir)
         except DumpError as exc:
@@ -216,15 +223,22 @@ class _Attempt:
             if explained is exc:
                 raise
             raise explained from exc
+        expected = self.expected_tables()
         return RestoreResult(
             manifest=self.manifest,
             store=self.store,
             target=self.where,
-            tables=len(self.manifest.tables),
-            rows=self.manifest.total_rows,
+            tables=len(expected),
+            rows=sum(expected.values()),
             duration_s=round(time.monotonic() - started, 3),
             terminated=self.terminated,
         )
+
+    def expected_tables(self) -> dict[str, int]:
+        """The manifest's row counts of what this attempt restores."""
+        if self.options.selection is None:
+            return self.manifest.tables
+        return self.options.selection.restored_tables(self.manifest.tables)
 
     def _open(self, session: PsqlSession) -> None:
         """Begin; take the restore lock; put up the fence; make room."""
@@ -249,13 +263,20 @@ class _Attempt:
                     "the restore waits up to %gs for their locks",
                     refused, self.where, self.options.lock_timeout_s,
                 )  # fmt: skip
+        if self.options.selection is not None:  # a partial restore adds, it does not wipe
+            timeout_ms = max(1, round(self.options.lock_timeout_s * 1000))
+            session.send(f"SET LOCAL lock_timeout = '{timeout_ms}ms';\n")
+            return
         session.send(self.plan.wipe(self.server.major, self.options.lock_timeout_s))
 
     def _stream(self, session: PsqlSession, progress: Progress) -> None:
         """Every byte of the stored dump into psql; raises at the end if it does not verify."""
-        stream = StoredSql(
-            self.manifest, self.store, rewrite=True, line_filter=self.plan.line_filter()
-        )
+        selection = self.options.selection
+        line_filter: LineFilter = self.plan.line_filter()
+        if selection is not None:
+            inner = self.plan.line_filter(existing_schemas=selection.target_schemas())
+            line_filter = PartialFilter(selection, inner)
+        stream = StoredSql(self.manifest, self.store, rewrite=True, line_filter=line_filter)
         total = self.manifest.raw_size
         self.streaming_unverified = True
         with progress:
@@ -273,10 +294,11 @@ class _Attempt:
         restored: dict[str, int] = data["counts"] or {}
         skipped = set(data["extension_tables"] or [])
         skipped |= {name for name in restored if self.manifest.content.excludes(name)}
-        expected = self.manifest.tables
+        expected = self.expected_tables()
+        names = set(expected) if self.options.selection else set(restored) | set(expected)
         differing = [
             name
-            for name in sorted(set(restored) | set(expected))
+            for name in sorted(names)
             if name not in skipped and restored.get(name) != expected.get(name)
         ]
         if differing:
@@ -366,6 +388,34 @@ class _Attempt:
         if digest.size != self.manifest.size or digest.hexdigest() != self.manifest.sha256:
             return f"{location} does not match its manifest (sha256/size): the copy is corrupt"
         return None
+
+
+def _refuse_source(manifest: Manifest, options: RestoreOptions) -> None:
+    """Refuse (exit 9) a partial restore into the database the snapshot came from
+    while that database still has one of the tables: it would be a second copy
+    of live data at best; restore into another database and copy rows from there."""
+    conn, source = options.conn, manifest.database
+    if (conn.dbname, conn.host, conn.port) != (source.name, source.host, source.port):
+        return
+    assert options.selection is not None
+    names = sorted(options.selection.restored_tables(manifest.tables))
+    with conn.connect() as db:
+        present = [
+            name
+            for name in names
+            if db.execute(
+                "SELECT pg_catalog.to_regclass(%s) IS NOT NULL",
+                (".".join(quote_name(part) for part in name.split(".", 1)),),
+            ).fetchone()
+            == (True,)
+        ]
+    if present:
+        raise SafetyRefusal(
+            f"refusing to restore {', '.join(present[:3])} into {conn.display()}, the "
+            f"database snapshot {manifest.id} was taken from, which still has "
+            f"{'it' if len(present) == 1 else 'them'}: restore into another database with "
+            "--target-url URL --create and copy the rows you need from there"
+        )
 
 
 def _hint(reason: str) -> str:

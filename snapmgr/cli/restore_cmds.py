@@ -98,8 +98,28 @@ def restore(
     no_privileges: Annotated[
         bool, typer.Option("--no-privileges", help="Do not apply the snapshot's grants.")
     ] = False,
+    table: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--table",
+            metavar="SCHEMA.TABLE",
+            help="Restore only this table (repeatable), next to what the target holds: "
+            "no wipe, no --yes needed.",
+            show_default=False,
+        ),
+    ] = None,
+    schema: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--schema",
+            metavar="SCHEMA",
+            help="Restore only this schema's objects (repeatable), like --table.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> int:
-    """Replace the database with a snapshot: verified before commit, all-or-nothing, exact."""
+    """Replace the database with a snapshot: verified before commit, all-or-nothing, exact.
+    With --table/--schema, restore only those into another database."""
     ctx.note(snapshot_id=snapshot_id)
     reporting.note_database(ctx, target_url)
     result = ctx.manager().restore(
@@ -111,6 +131,8 @@ def restore(
         confirmed=_confirmed(yes),
         no_owner=no_owner,
         no_privileges=no_privileges,
+        tables=table,
+        schemas=schema,
     )
     ctx.note(**reporting.facts_of_snapshot(result.manifest), summary=restore_line(result))
     if ctx.json_output:
