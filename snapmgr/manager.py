@@ -345,6 +345,7 @@ class SnapshotManager:
         no_privileges: bool = False,
         tables: list[str] | None = None,
         schemas: list[str] | None = None,
+        verify_content: bool = False,
     ) -> RestoreResult:
         """Replace everything in the target (``target_url``, else DATABASE_URL) with
         snapshot ``ref``: verified before commit, in one transaction, exact.
@@ -363,6 +364,11 @@ class SnapshotManager:
             selection = select(
                 manifest.tables, set(manifest.schemas), tables=tables or [], schemas=schemas or []
             )
+        if verify_content and not (entry.manifest.fingerprints or {}).get("tables"):
+            raise UsageError(
+                f"snapshot {entry.id} has no content fingerprints (made before snapmgr "
+                "recorded them): restore it without --verify-content"
+            )
         conn = ConnInfo.parse(target_url or self.config.database_url)
         if not confirmed and selection is None:
             raise SafetyRefusal(
@@ -378,6 +384,7 @@ class SnapshotManager:
             no_owner=no_owner,
             no_privileges=no_privileges,
             selection=selection,
+            verify_content=verify_content,
         )
         return restore_entry(entry, options, lambda: self.progress("restoring"))
 

@@ -25,6 +25,8 @@ import threading
 import time
 from typing import IO
 
+import xxhash
+
 from snapmgr.postgres import ConnInfo, Tool
 from snapmgr.redact import scrub
 
@@ -49,6 +51,8 @@ class PsqlSession:
         self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self._first_error: str | None = None
         self._error_detailed = False
+        # While set, stdout lines that are not answers are query output being fingerprinted.
+        self._capture: xxhash.xxh3_128 | None = None
         env = conn.child_env()
         env.setdefault("PGAPPNAME", APPLICATION_NAME)
         self.proc = subprocess.Popen(
@@ -109,6 +113,15 @@ class PsqlSession:
         """A query printing ``expression`` as the answer to ``key``."""
         return f"SELECT {_literal(self._prefix + key + ' ')} || ({expression});\n"
 
+    def output_fingerprint(self, key: str, statement: str) -> str:
+        """xxh3-128 of what ``statement`` (a ``COPY … TO STDOUT``) prints, as ``key``'s answer.
+
+        The output is hashed as it is read, between two marker lines whose random
+        nonce row data cannot contain (COPY's text format escapes newlines)."""
+        begin = self.marker("capture", "''")
+        end = self.marker("captured", _literal(key))
+        return self.ask(key, begin + statement + end)
+
     def finish(self) -> int:
         """Close stdin (psql ends at EOF) and wait for its exit code."""
         self._close_stdin()
@@ -160,9 +173,17 @@ class PsqlSession:
             for raw in stdout:
                 if raw.startswith(prefix):
                     key, _, value = raw[len(prefix) :].decode("utf-8", "replace").partition(" ")
+                    value = value.rstrip("\n")
+                    if key == "capture":
+                        self._capture = xxhash.xxh3_128()
+                        continue
+                    if key == "captured" and self._capture is not None:
+                        key, value, self._capture = value, self._capture.hexdigest(), None
                     with self._changed:
-                        self._answers[key] = value.rstrip("\n")
+                        self._answers[key] = value
                         self._changed.notify_all()
+                elif self._capture is not None:
+                    self._capture.update(raw)
         finally:
             with self._changed:
                 self._changed.notify_all()

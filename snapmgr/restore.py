@@ -48,11 +48,13 @@ from snapmgr.errors import (
     StorageError,
     VerificationError,
 )
+from snapmgr.fingerprint import DUMP_SESSION
 from snapmgr.manifest import Manifest
 from snapmgr.partial_filter import PartialFilter, Selection, quote_name
 from snapmgr.postgres import ConnInfo, ServerInfo, Tool, find_tool, preflight
 from snapmgr.progress import Progress
 from snapmgr.psql import PsqlGone, PsqlSession
+from snapmgr.restore_filter import sql_literal
 from snapmgr.restore_plan import RestorePlan, plan_restore
 from snapmgr.restore_sql import (
     ARM_AND_COMMIT,
@@ -72,6 +74,14 @@ DEFAULT_LOCK_TIMEOUT_S = 30.0
 IN_DOUBT_WAIT_S = 30.0
 MAINTENANCE_DATABASES = ("postgres", "template1")
 _OTHER = " (restore another snapshot or copy: see `snapmgr list`)"
+# A table's COPY column list (generated columns left out, as pg_dump does), hex-encoded
+# so that any column name travels on one line.
+COLUMNS_HEX = """SELECT pg_catalog.encode(pg_catalog.convert_to(COALESCE(
+  pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum), ''),
+  'UTF8'), 'hex')
+FROM pg_catalog.pg_attribute a
+WHERE a.attrelid = {table}::regclass AND a.attnum > 0 AND NOT a.attisdropped
+  AND a.attgenerated = ''"""
 
 
 class RestoreInterrupted(RestoreError):
@@ -94,6 +104,8 @@ class RestoreOptions:
     no_privileges: bool = False
     #: Restore only these tables/schemas, without the wipe (``--table``/``--schema``).
     selection: Selection | None = None
+    #: Before COMMIT, also compare each restored table's content fingerprint.
+    verify_content: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,6 +120,8 @@ class RestoreResult:
     duration_s: float
     terminated: int = 0
     created: bool = False
+    #: The restored tables' content was compared with the manifest's fingerprints.
+    content_checked: bool = False
 
 
 def restore_entry(
@@ -211,6 +225,8 @@ class _Attempt:
             self._open(session)
             self._stream(session, progress)
             self._check_counts(session)
+            if self.options.verify_content:
+                self._check_content(session)
             with signals_held():
                 committing = True
                 self._commit(session)
@@ -232,6 +248,7 @@ class _Attempt:
             rows=sum(expected.values()),
             duration_s=round(time.monotonic() - started, 3),
             terminated=self.terminated,
+            content_checked=self.options.verify_content,
         )
 
     def expected_tables(self) -> dict[str, int]:
@@ -308,6 +325,35 @@ class _Attempt:
                 for name in differing[:3]
             )
             raise RestoreError(f"row counts after the restore differ from the manifest: {shown}")
+
+    def _check_content(self, session: PsqlSession) -> None:
+        """The restored tables' data, read back inside the transaction, must hash to
+        the manifest's fingerprints (see :mod:`snapmgr.fingerprint`)."""
+        started = time.monotonic()
+        expected = (self.manifest.fingerprints or {}).get("tables") or {}
+        session.send(_dump_session_sql(self.manifest.timezone))
+        differing = []
+        names = [name for name in sorted(self.expected_tables()) if name in expected]
+        for index, name in enumerate(names):
+            ident = ".".join(quote_name(part) for part in name.split(".", 1))
+            columns = session.ask(
+                f"columns{index}",
+                session.marker(f"columns{index}", COLUMNS_HEX.format(table=sql_literal(ident))),
+            )
+            column_list = bytes.fromhex(columns).decode()
+            target = f"{ident} ({column_list})" if column_list else ident
+            copy = f"COPY {target} TO STDOUT;\n"
+            if session.output_fingerprint(f"content{index}", copy) != expected[name]:
+                differing.append(name)
+        log.info(
+            "content of %d table(s) compared with the manifest's fingerprints in %.1fs",
+            len(names), time.monotonic() - started,
+        )  # fmt: skip
+        if differing:
+            raise VerificationError(
+                "content after the restore differs from the snapshot's fingerprints: "
+                + ", ".join(f"table {name}" for name in differing[:3])
+            )
 
     def _commit(self, session: PsqlSession) -> None:
         """Arm the fence and commit; if psql does not confirm, ask the server."""
@@ -388,6 +434,16 @@ class _Attempt:
         if digest.size != self.manifest.size or digest.hexdigest() != self.manifest.sha256:
             return f"{location} does not match its manifest (sha256/size): the copy is corrupt"
         return None
+
+
+def _dump_session_sql(timezone: str | None) -> str:
+    """pg_dump's output settings for the rest of the transaction: COPY prints the
+    very bytes the dump holds (see :mod:`snapmgr.fingerprint`)."""
+    statements = [statement.replace("SET ", "SET LOCAL ", 1) for statement in DUMP_SESSION]
+    if timezone:
+        zone = sql_literal(timezone)
+        statements.append(f"SELECT pg_catalog.set_config('TimeZone', {zone}, true)")
+    return "".join(f"{statement};\n" for statement in statements)
 
 
 def _refuse_source(manifest: Manifest, options: RestoreOptions) -> None:

@@ -32,9 +32,10 @@ def _confirmed(yes: bool) -> bool:
 
 def restore_line(result: RestoreResult) -> str:
     """The one-line summary of a committed restore."""
+    checked = "counts and content match" if result.content_checked else "counts match"
     return (
         f"restored {result.manifest.id} into {result.target}: {result.tables} tables, "
-        f"{result.rows:,} rows, counts match ({result.duration_s:.1f}s)"
+        f"{result.rows:,} rows, {checked} ({result.duration_s:.1f}s)"
     )
 
 
@@ -117,6 +118,14 @@ def restore(
             show_default=False,
         ),
     ] = None,
+    verify_content: Annotated[
+        bool,
+        typer.Option(
+            "--verify-content",
+            help="Before COMMIT, also compare each restored table's content with the "
+            "snapshot's fingerprints (slower: reads every table back).",
+        ),
+    ] = False,
 ) -> int:
     """Replace the database with a snapshot: verified before commit, all-or-nothing, exact.
     With --table/--schema, restore only those into another database."""
@@ -133,6 +142,7 @@ def restore(
         no_privileges=no_privileges,
         tables=table,
         schemas=schema,
+        verify_content=verify_content,
     )
     ctx.note(**reporting.facts_of_snapshot(result.manifest), summary=restore_line(result))
     if ctx.json_output:
