@@ -113,14 +113,13 @@ class PsqlSession:
         """A query printing ``expression`` as the answer to ``key``."""
         return f"SELECT {_literal(self._prefix + key + ' ')} || ({expression});\n"
 
-    def output_fingerprint(self, key: str, statement: str) -> str:
-        """xxh3-128 of what ``statement`` (a ``COPY … TO STDOUT``) prints, as ``key``'s answer.
+    def output_fingerprint_sql(self, key: str, statement: str) -> str:
+        """``statement`` (a ``COPY … TO STDOUT``) wrapped so that the xxh3-128 of what
+        it prints becomes ``key``'s answer (send it, then ``wait_for(key)``).
 
         The output is hashed as it is read, between two marker lines whose random
         nonce row data cannot contain (COPY's text format escapes newlines)."""
-        begin = self.marker("capture", "''")
-        end = self.marker("captured", _literal(key))
-        return self.ask(key, begin + statement + end)
+        return self.marker("capture", "''") + statement + self.marker("captured", _literal(key))
 
     def finish(self) -> int:
         """Close stdin (psql ends at EOF) and wait for its exit code."""

@@ -64,6 +64,7 @@ from snapmgr.restore_sql import (
     LOCK,
     counts_json,
     terminate_sql,
+    text_array,
 )
 from snapmgr.signals import signals_held
 from snapmgr.verify import CHUNK, StoredSql
@@ -77,11 +78,13 @@ _OTHER = " (restore another snapshot or copy: see `snapmgr list`)"
 # A table's COPY column list (generated columns left out, as pg_dump does), hex-encoded
 # so that any column name travels on one line.
 COLUMNS_HEX = """SELECT pg_catalog.encode(pg_catalog.convert_to(COALESCE(
-  pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum), ''),
-  'UTF8'), 'hex')
-FROM pg_catalog.pg_attribute a
-WHERE a.attrelid = {table}::regclass AND a.attnum > 0 AND NOT a.attisdropped
-  AND a.attgenerated = ''"""
+  pg_catalog.json_object_agg(t.name, (
+    SELECT COALESCE(pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', '
+                                          ORDER BY a.attnum), '')
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = t.name::regclass AND a.attnum > 0 AND NOT a.attisdropped
+      AND a.attgenerated = ''))::text, '{{}}'), 'UTF8'), 'hex')
+FROM pg_catalog.unnest({tables}) AS t(name)"""
 
 
 class RestoreInterrupted(RestoreError):
@@ -332,19 +335,24 @@ class _Attempt:
         started = time.monotonic()
         expected = (self.manifest.fingerprints or {}).get("tables") or {}
         session.send(_dump_session_sql(self.manifest.timezone))
-        differing = []
         names = [name for name in sorted(self.expected_tables()) if name in expected]
-        for index, name in enumerate(names):
-            ident = ".".join(quote_name(part) for part in name.split(".", 1))
-            columns = session.ask(
-                f"columns{index}",
-                session.marker(f"columns{index}", COLUMNS_HEX.format(table=sql_literal(ident))),
+        idents = [".".join(quote_name(part) for part in name.split(".", 1)) for name in names]
+        # One question for every column list, then every COPY at once: no round trips.
+        question = COLUMNS_HEX.format(tables=text_array(tuple(idents)))
+        answer = session.ask("columns", session.marker("columns", question))
+        columns: dict[str, str] = json.loads(bytes.fromhex(answer).decode())
+        statements = []
+        for index, ident in enumerate(idents):
+            target = f"{ident} ({columns[ident]})" if columns.get(ident) else ident
+            statements.append(
+                session.output_fingerprint_sql(f"content{index}", f"COPY {target} TO STDOUT;\n")
             )
-            column_list = bytes.fromhex(columns).decode()
-            target = f"{ident} ({column_list})" if column_list else ident
-            copy = f"COPY {target} TO STDOUT;\n"
-            if session.output_fingerprint(f"content{index}", copy) != expected[name]:
-                differing.append(name)
+        session.send("".join(statements))
+        differing = [
+            name
+            for index, name in enumerate(names)
+            if session.wait_for(f"content{index}") != expected[name]
+        ]
         log.info(
             "content of %d table(s) compared with the manifest's fingerprints in %.1fs",
             len(names), time.monotonic() - started,
