@@ -51,7 +51,16 @@ _REFERENCES = re.compile(rb" REFERENCES (?:ONLY )?")
 _SEQUENCE_NAME = re.compile(rb"SEQUENCE NAME ")
 _OWNED_BY = re.compile(rb" OWNED BY ")
 _SETVAL = re.compile(rb"setval\('")
-TABLE_PARTS = ("DEFAULT", "CONSTRAINT", "CHECK CONSTRAINT", "TRIGGER", "POLICY", "RULE", "INDEX")
+TABLE_PARTS = (
+    "DEFAULT",
+    "CONSTRAINT",
+    "CHECK CONSTRAINT",
+    "TRIGGER",
+    "POLICY",
+    "ROW SECURITY",
+    "RULE",
+    "INDEX",
+)
 NAMED_SECTIONS = ("COMMENT", "ACL", "SECURITY LABEL")
 # pg_dump sets these between sections; harmless, and what follows may rely on them.
 KEPT_SETS = (b"SET default_tablespace = ", b"SET default_table_access_method = ")

@@ -37,6 +37,8 @@ COMMENT ON COLUMN shop.orders.note IS 'free text';
 ALTER TABLE shop.customers OWNER TO partial_owner;
 ALTER TABLE shop.orders OWNER TO partial_owner;
 GRANT SELECT ON shop.orders TO partial_reader;
+ALTER TABLE shop.orders ENABLE ROW LEVEL SECURITY;
+CREATE POLICY readers ON shop.orders FOR SELECT TO partial_reader USING (total < 100);
 GRANT SELECT (name) ON shop.customers TO partial_reader;
 CREATE SEQUENCE shop.free_seq;
 SELECT setval('shop.free_seq', 5);

@@ -50,6 +50,7 @@ def restore_json(result: RestoreResult) -> dict[str, object]:
         "location": redact_url(result.store.backend.location(result.manifest.dump_name)),
         "created": result.created,
         "terminated_sessions": result.terminated,
+        "content_checked": result.content_checked,
     }
 
 
