@@ -38,6 +38,8 @@ DATA_SECTIONS = ("TABLE DATA", "SEQUENCE SET")
 COPY_END = b"\\.\n"
 END_LINE = b"\n" + COPY_END
 BACKSLASH_PROBES = 8
+# What ends an unquoted name in a statement: SQL punctuation and white space.
+NAME_STOPS = frozenset(". (\"\n\t,;)'")
 
 
 class Section(NamedTuple):
@@ -78,6 +80,13 @@ LineFilter = Callable[[bytes, "Section | None"], bytes]
 
 def parse_qualified_name(text: str) -> str | None:
     """``schema.table`` (unquoted) from the start of ``public."Odd ""x"" (a, b)``."""
+    parts = split_qualified_name(text)
+    return ".".join(parts) if parts is not None and len(parts) == 2 else None
+
+
+def split_qualified_name(text: str) -> list[str] | None:
+    """The unquoted parts of the dotted name at the start of ``text``
+    (``schema.seq.column`` too), or ``None`` if it does not start with one."""
     parts: list[str] = []
     i = 0
     while True:
@@ -99,7 +108,7 @@ def parse_qualified_name(text: str) -> str | None:
             i = j + 1
         else:
             j = i
-            while j < len(text) and text[j] not in '. ("':
+            while j < len(text) and text[j] not in NAME_STOPS:
                 j += 1
             if j == i:
                 return None
@@ -109,7 +118,7 @@ def parse_qualified_name(text: str) -> str | None:
             i += 1
             continue
         break
-    return ".".join(parts) if len(parts) == 2 else None
+    return parts
 
 
 def _find_copy_end(data: bytes, pos: int) -> int:
@@ -165,6 +174,8 @@ class DumpScanner:
         # function body quoting "COPY x FROM stdin;" cannot start a phantom data block.
         self._copy_allowed = False
         self._copy_head: list[bytes] = []
+        # The line filter left out the COPY statement: leave out its data too.
+        self._drop_copy = False
 
     @property
     def complete(self) -> bool:
@@ -190,7 +201,7 @@ class DumpScanner:
                 head, self._carry, self._midline = self._carry + chunk, b"", True
                 if self._hash is not None:
                     self._hash.update(head)
-                return head if self._rewrite else b""
+                return head if self._rewrite and not self._drop_copy else b""
             head, self._carry = self._carry + chunk[: nl + 1], b""
             self._scan(head, 0, out)
             pos = nl + 1
@@ -220,18 +231,19 @@ class DumpScanner:
             if at_line and len(data) - rest < len(COPY_END) and COPY_END.startswith(data[rest:]):
                 self._carry = data[rest:]  # "\\" or "\\.": maybe the end marker, wait and see
                 self._hash_payload(data, pos, rest)
-                if self._rewrite:
+                if self._rewrite and not self._drop_copy:
                     out.append(data[pos:rest])
             else:
                 self._midline = True  # a row longer than this chunk: pass it on, count it later
                 self._hash_payload(data, pos, len(data))
-                if self._rewrite:
+                if self._rewrite and not self._drop_copy:
                     out.append(data[pos:])
             return len(data)
         self.tables[self._copy_table] += data.count(b"\n", pos, end)
         self._hash_payload(data, pos, end)
-        if self._rewrite:
+        if self._rewrite and not self._drop_copy:
             out.append(data[pos : end + len(COPY_END)])
+        self._drop_copy = False
         self._copy_table = None
         self._hash = None
         return end + len(COPY_END)
@@ -249,7 +261,13 @@ class DumpScanner:
         line = data[pos:nl]
         keep = self._see_line(line)
         if self._rewrite and keep:
-            out.append(self._filter(line, self.section) if self._filter else data[pos : nl + 1])
+            if self._filter is None:
+                out.append(data[pos : nl + 1])
+            else:
+                sent = self._filter(line, self.section)
+                out.append(sent)
+                # A COPY statement the filter left out takes its data with it.
+                self._drop_copy = self._copy_table is not None and not sent
         return nl + 1
 
     def _see_line(self, line: bytes) -> bool:

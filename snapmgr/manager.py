@@ -416,17 +416,35 @@ class SnapshotManager:
         confirmed: bool = True,
         no_owner: bool = False,
         no_privileges: bool = False,
+        tables: list[str] | None = None,
+        schemas: list[str] | None = None,
+        verify_content: bool = False,
     ) -> RestoreResult:
         """Replace everything in the target (``target_url``, else DATABASE_URL) with
         snapshot ``ref``: verified before commit, in one transaction, exact.
 
         ``confirmed=False`` raises ``SafetyRefusal`` (naming the target) after the
-        snapshot is found and before any connection to the target.
+        snapshot is found and before any connection to the target. With ``tables``
+        or ``schemas`` only those are restored, next to what the target holds (no
+        wipe, so no confirmation); see :mod:`snapmgr.partial_filter`.
         """
+        from snapmgr.partial_filter import select
+
         entry = self.find(ref)
         keyring = self._restore_keyring(entry)
+        selection = None
+        if tables or schemas:
+            manifest = entry.manifest
+            selection = select(
+                manifest.tables, set(manifest.schemas), tables=tables or [], schemas=schemas or []
+            )
+        if verify_content and not (entry.manifest.fingerprints or {}).get("tables"):
+            raise UsageError(
+                f"snapshot {entry.id} has no content fingerprints (made before snapmgr "
+                "recorded them): restore it without --verify-content"
+            )
         conn = ConnInfo.parse(target_url or self.config.database_url)
-        if not confirmed:
+        if not confirmed and selection is None:
             raise SafetyRefusal(
                 f"restore would replace everything in {conn.display()} with snapshot "
                 f"{entry.id}; pass --yes or set CONFIRM_RESTORE=yes to confirm"
@@ -440,6 +458,8 @@ class SnapshotManager:
             no_owner=no_owner,
             no_privileges=no_privileges,
             keyring=keyring,
+            selection=selection,
+            verify_content=verify_content,
         )
         return restore_entry(entry, options, lambda: self.progress("restoring"))
 

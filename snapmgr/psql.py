@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import io
 import os
 import signal
 import subprocess
 import threading
 import time
 from typing import IO
+
+import xxhash
 
 from snapmgr.postgres import ConnInfo, Tool
 from snapmgr.redact import scrub
@@ -32,6 +35,7 @@ APPLICATION_NAME = "snapmgr restore"
 STDERR_LINES = 200
 POLL_S = 0.1
 CANCEL_WAIT_S = 10.0
+STDOUT_BUFFER = 1 << 16
 
 
 class PsqlGone(Exception):
@@ -49,6 +53,8 @@ class PsqlSession:
         self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self._first_error: str | None = None
         self._error_detailed = False
+        # While set, stdout lines that are not answers are query output being fingerprinted.
+        self._capture: xxhash.xxh3_128 | None = None
         env = conn.child_env()
         env.setdefault("PGAPPNAME", APPLICATION_NAME)
         self.proc = subprocess.Popen(
@@ -109,6 +115,14 @@ class PsqlSession:
         """A query printing ``expression`` as the answer to ``key``."""
         return f"SELECT {_literal(self._prefix + key + ' ')} || ({expression});\n"
 
+    def output_fingerprint_sql(self, key: str, statement: str) -> str:
+        """``statement`` (a ``COPY … TO STDOUT``) wrapped so that the xxh3-128 of what
+        it prints becomes ``key``'s answer (send it, then ``wait_for(key)``).
+
+        The output is hashed as it is read, between two marker lines whose random
+        nonce row data cannot contain (COPY's text format escapes newlines)."""
+        return self.marker("capture", "''") + statement + self.marker("captured", _literal(key))
+
     def finish(self) -> int:
         """Close stdin (psql ends at EOF) and wait for its exit code."""
         self._close_stdin()
@@ -153,16 +167,26 @@ class PsqlSession:
                 stdin.close()
 
     def _read_stdout(self) -> None:
-        stdout = self.proc.stdout
-        assert stdout is not None
+        assert self.proc.stdout is not None
+        # The pipe is unbuffered (bufsize=0, for stdin's sake): reading lines from it
+        # directly would take one system call per byte of a COPY's output.
+        stdout = io.BufferedReader(self.proc.stdout, STDOUT_BUFFER)  # type: ignore[type-var]
         prefix = self._prefix.encode()
         try:
             for raw in stdout:
                 if raw.startswith(prefix):
                     key, _, value = raw[len(prefix) :].decode("utf-8", "replace").partition(" ")
+                    value = value.rstrip("\n")
+                    if key == "capture":
+                        self._capture = xxhash.xxh3_128()
+                        continue
+                    if key == "captured" and self._capture is not None:
+                        key, value, self._capture = value, self._capture.hexdigest(), None
                     with self._changed:
-                        self._answers[key] = value.rstrip("\n")
+                        self._answers[key] = value
                         self._changed.notify_all()
+                elif self._capture is not None:
+                    self._capture.update(raw)
         finally:
             with self._changed:
                 self._changed.notify_all()

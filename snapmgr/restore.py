@@ -39,19 +39,24 @@ from psycopg import sql
 
 from snapmgr.catalog import Entry, Store
 from snapmgr.codec import Digest
+from snapmgr.dumpscan import LineFilter
 from snapmgr.encryption import Keyring, WrongKeyError
 from snapmgr.errors import (
     DatabaseError,
     DumpError,
     RestoreError,
+    SafetyRefusal,
     SnapmgrError,
     StorageError,
     VerificationError,
 )
+from snapmgr.fingerprint import DUMP_SESSION
 from snapmgr.manifest import Manifest
+from snapmgr.partial_filter import PartialFilter, Selection, quote_name
 from snapmgr.postgres import ConnInfo, ServerInfo, Tool, find_tool, preflight
 from snapmgr.progress import Progress
 from snapmgr.psql import PsqlGone, PsqlSession
+from snapmgr.restore_filter import sql_literal
 from snapmgr.restore_plan import RestorePlan, plan_restore
 from snapmgr.restore_sql import (
     ARM_AND_COMMIT,
@@ -61,6 +66,7 @@ from snapmgr.restore_sql import (
     LOCK,
     counts_json,
     terminate_sql,
+    text_array,
 )
 from snapmgr.signals import signals_held
 from snapmgr.verify import CHUNK, StoredSql
@@ -71,6 +77,16 @@ DEFAULT_LOCK_TIMEOUT_S = 30.0
 IN_DOUBT_WAIT_S = 30.0
 MAINTENANCE_DATABASES = ("postgres", "template1")
 _OTHER = " (restore another snapshot or copy: see `snapmgr list`)"
+# A table's COPY column list (generated columns left out, as pg_dump does), hex-encoded
+# so that any column name travels on one line.
+COLUMNS_HEX = """SELECT pg_catalog.encode(pg_catalog.convert_to(COALESCE(
+  pg_catalog.json_object_agg(t.name, (
+    SELECT COALESCE(pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', '
+                                          ORDER BY a.attnum), '')
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = t.name::regclass AND a.attnum > 0 AND NOT a.attisdropped
+      AND a.attgenerated = ''))::text, '{{}}'), 'UTF8'), 'hex')
+FROM pg_catalog.unnest({tables}) AS t(name)"""
 
 
 class RestoreInterrupted(RestoreError):
@@ -93,6 +109,10 @@ class RestoreOptions:
     no_privileges: bool = False
     #: Private keys for an encrypted snapshot.
     keyring: Keyring = field(default_factory=Keyring)
+    #: Restore only these tables/schemas, without the wipe (``--table``/``--schema``).
+    selection: Selection | None = None
+    #: Before COMMIT, also compare each restored table's content fingerprint.
+    verify_content: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,6 +127,8 @@ class RestoreResult:
     duration_s: float
     terminated: int = 0
     created: bool = False
+    #: The restored tables' content was compared with the manifest's fingerprints.
+    content_checked: bool = False
 
 
 def restore_entry(
@@ -117,6 +139,8 @@ def restore_entry(
     created = options.create and _create_database(conn)
     try:
         server = _check_target(conn, options.create)
+        if options.selection is not None:
+            _refuse_source(entry.manifest, options)
         try:
             psql = find_tool("psql", server.major, options.pg_bin_dir)
         except DumpError as exc:
@@ -194,11 +218,16 @@ class _Attempt:
 
     def run(self, progress: Progress) -> RestoreResult:
         started = time.monotonic()
+        selection = self.options.selection
+        line_filter: LineFilter = self.plan.line_filter()
+        if selection is not None:
+            inner = self.plan.line_filter(existing_schemas=selection.target_schemas())
+            line_filter = PartialFilter(selection, inner)
         stream = StoredSql(
             self.manifest,
             self.store,
             rewrite=True,
-            line_filter=self.plan.line_filter(),
+            line_filter=line_filter,
             keyring=self.options.keyring,
         )
         chunks = stream.__iter__()
@@ -237,6 +266,8 @@ class _Attempt:
             self._open(session)
             self._stream(session, progress, stream, chunks)
             self._check_counts(session)
+            if self.options.verify_content:
+                self._check_content(session)
             with signals_held():
                 committing = True
                 self._commit(session)
@@ -249,15 +280,23 @@ class _Attempt:
             if explained is exc:
                 raise
             raise explained from exc
+        expected = self.expected_tables()
         return RestoreResult(
             manifest=self.manifest,
             store=self.store,
             target=self.where,
-            tables=len(self.manifest.tables),
-            rows=self.manifest.total_rows,
+            tables=len(expected),
+            rows=sum(expected.values()),
             duration_s=round(time.monotonic() - started, 3),
             terminated=self.terminated,
+            content_checked=self.options.verify_content,
         )
+
+    def expected_tables(self) -> dict[str, int]:
+        """The manifest's row counts of what this attempt restores."""
+        if self.options.selection is None:
+            return self.manifest.tables
+        return self.options.selection.restored_tables(self.manifest.tables)
 
     def _open(self, session: PsqlSession) -> None:
         """Begin; take the restore lock; put up the fence; make room."""
@@ -282,6 +321,10 @@ class _Attempt:
                     "the restore waits up to %gs for their locks",
                     refused, self.where, self.options.lock_timeout_s,
                 )  # fmt: skip
+        if self.options.selection is not None:  # a partial restore adds, it does not wipe
+            timeout_ms = max(1, round(self.options.lock_timeout_s * 1000))
+            session.send(f"SET LOCAL lock_timeout = '{timeout_ms}ms';\n")
+            return
         session.send(self.plan.wipe(self.server.major, self.options.lock_timeout_s))
 
     def _stream(
@@ -306,10 +349,11 @@ class _Attempt:
         restored: dict[str, int] = data["counts"] or {}
         skipped = set(data["extension_tables"] or [])
         skipped |= {name for name in restored if self.manifest.content.excludes(name)}
-        expected = self.manifest.tables
+        expected = self.expected_tables()
+        names = set(expected) if self.options.selection else set(restored) | set(expected)
         differing = [
             name
-            for name in sorted(set(restored) | set(expected))
+            for name in sorted(names)
             if name not in skipped and restored.get(name) != expected.get(name)
         ]
         if differing:
@@ -319,6 +363,40 @@ class _Attempt:
                 for name in differing[:3]
             )
             raise RestoreError(f"row counts after the restore differ from the manifest: {shown}")
+
+    def _check_content(self, session: PsqlSession) -> None:
+        """The restored tables' data, read back inside the transaction, must hash to
+        the manifest's fingerprints (see :mod:`snapmgr.fingerprint`)."""
+        started = time.monotonic()
+        expected = (self.manifest.fingerprints or {}).get("tables") or {}
+        session.send(_dump_session_sql(self.manifest.timezone))
+        names = [name for name in sorted(self.expected_tables()) if name in expected]
+        idents = [".".join(quote_name(part) for part in name.split(".", 1)) for name in names]
+        # One question for every column list, then every COPY at once: no round trips.
+        question = COLUMNS_HEX.format(tables=text_array(tuple(idents)))
+        answer = session.ask("columns", session.marker("columns", question))
+        columns: dict[str, str] = json.loads(bytes.fromhex(answer).decode())
+        statements = []
+        for index, ident in enumerate(idents):
+            target = f"{ident} ({columns[ident]})" if columns.get(ident) else ident
+            statements.append(
+                session.output_fingerprint_sql(f"content{index}", f"COPY {target} TO STDOUT;\n")
+            )
+        session.send("".join(statements))
+        differing = [
+            name
+            for index, name in enumerate(names)
+            if session.wait_for(f"content{index}") != expected[name]
+        ]
+        log.info(
+            "content of %d table(s) compared with the manifest's fingerprints in %.1fs",
+            len(names), time.monotonic() - started,
+        )  # fmt: skip
+        if differing:
+            raise VerificationError(
+                "content after the restore differs from the snapshot's fingerprints: "
+                + ", ".join(f"table {name}" for name in differing[:3])
+            )
 
     def _commit(self, session: PsqlSession) -> None:
         """Arm the fence and commit; if psql does not confirm, ask the server."""
@@ -399,6 +477,44 @@ class _Attempt:
         if digest.size != self.manifest.size or digest.hexdigest() != self.manifest.sha256:
             return f"{location} does not match its manifest (sha256/size): the copy is corrupt"
         return None
+
+
+def _dump_session_sql(timezone: str | None) -> str:
+    """pg_dump's output settings for the rest of the transaction: COPY prints the
+    very bytes the dump holds (see :mod:`snapmgr.fingerprint`)."""
+    statements = [statement.replace("SET ", "SET LOCAL ", 1) for statement in DUMP_SESSION]
+    if timezone:
+        zone = sql_literal(timezone)
+        statements.append(f"SELECT pg_catalog.set_config('TimeZone', {zone}, true)")
+    return "".join(f"{statement};\n" for statement in statements)
+
+
+def _refuse_source(manifest: Manifest, options: RestoreOptions) -> None:
+    """Refuse (exit 9) a partial restore into the database the snapshot came from
+    while that database still has one of the tables: it would be a second copy
+    of live data at best; restore into another database and copy rows from there."""
+    conn, source = options.conn, manifest.database
+    if (conn.dbname, conn.host, conn.port) != (source.name, source.host, source.port):
+        return
+    assert options.selection is not None
+    names = sorted(options.selection.restored_tables(manifest.tables))
+    with conn.connect() as db:
+        present = [
+            name
+            for name in names
+            if db.execute(
+                "SELECT pg_catalog.to_regclass(%s) IS NOT NULL",
+                (".".join(quote_name(part) for part in name.split(".", 1)),),
+            ).fetchone()
+            == (True,)
+        ]
+    if present:
+        raise SafetyRefusal(
+            f"refusing to restore {', '.join(present[:3])} into {conn.display()}, the "
+            f"database snapshot {manifest.id} was taken from, which still has "
+            f"{'it' if len(present) == 1 else 'them'}: restore into another database with "
+            "--target-url URL --create and copy the rows you need from there"
+        )
 
 
 def _hint(reason: str) -> str:

@@ -144,7 +144,9 @@ class RestorePlan:
             reset_public=self.apply_privileges,
         )
 
-    def line_filter(self) -> RestoreFilter:
+    def line_filter(self, existing_schemas: tuple[str, ...] | None = None) -> RestoreFilter:
+        """The filter for a full restore; ``existing_schemas``: schemas already in
+        the target when the dump's statements start (default: "public" if needed)."""
         kept = {("EXTENSION", name) for name in self.kept_extensions}
         kept |= {("COMMENT", f"EXTENSION {name}") for name in self.kept_extensions}
         for schema in self.kept_schemas:
@@ -156,7 +158,13 @@ class RestorePlan:
             apply_privileges=self.apply_privileges,
             kept=frozenset(kept),
             owner_roles=self.owner_roles,
-            existing_schemas=("public",) if self.public_grantable else (),
+            existing_schemas=(
+                existing_schemas
+                if existing_schemas is not None
+                else ("public",)
+                if self.public_grantable
+                else ()
+            ),
         )
 
 

@@ -32,9 +32,10 @@ def _confirmed(yes: bool) -> bool:
 
 def restore_line(result: RestoreResult) -> str:
     """The one-line summary of a committed restore."""
+    checked = "counts and content match" if result.content_checked else "counts match"
     return (
         f"restored {result.manifest.id} into {result.target}: {result.tables} tables, "
-        f"{result.rows:,} rows, counts match ({result.duration_s:.1f}s)"
+        f"{result.rows:,} rows, {checked} ({result.duration_s:.1f}s)"
     )
 
 
@@ -49,6 +50,7 @@ def restore_json(result: RestoreResult) -> dict[str, object]:
         "location": redact_url(result.store.backend.location(result.manifest.dump_name)),
         "created": result.created,
         "terminated_sessions": result.terminated,
+        "content_checked": result.content_checked,
     }
 
 
@@ -99,8 +101,36 @@ def restore(
         bool, typer.Option("--no-privileges", help="Do not apply the snapshot's grants.")
     ] = False,
     identity_file: IdentityFileOpt = None,
+    table: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--table",
+            metavar="SCHEMA.TABLE",
+            help="Restore only this table (repeatable), next to what the target holds: "
+            "no wipe, no --yes needed.",
+            show_default=False,
+        ),
+    ] = None,
+    schema: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--schema",
+            metavar="SCHEMA",
+            help="Restore only this schema's objects (repeatable), like --table.",
+            show_default=False,
+        ),
+    ] = None,
+    verify_content: Annotated[
+        bool,
+        typer.Option(
+            "--verify-content",
+            help="Before COMMIT, also compare each restored table's content with the "
+            "snapshot's fingerprints (slower: reads every table back).",
+        ),
+    ] = False,
 ) -> int:
-    """Replace the database with a snapshot: verified before commit, all-or-nothing, exact."""
+    """Replace the database with a snapshot: verified before commit, all-or-nothing, exact.
+    With --table/--schema, restore only those into another database."""
     ctx.overrides.update(age_identity_file=identity_file)
     ctx.note(snapshot_id=snapshot_id)
     reporting.note_database(ctx, target_url)
@@ -113,6 +143,9 @@ def restore(
         confirmed=_confirmed(yes),
         no_owner=no_owner,
         no_privileges=no_privileges,
+        tables=table,
+        schemas=schema,
+        verify_content=verify_content,
     )
     ctx.note(**reporting.facts_of_snapshot(result.manifest), summary=restore_line(result))
     if ctx.json_output:
