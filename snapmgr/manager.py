@@ -16,32 +16,27 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING
 
 from snapmgr.catalog import LATEST, Entry, Store, list_entries, open_stores, resolve
 from snapmgr.config import Config
 from snapmgr.durations import Duration
 from snapmgr.errors import SafetyRefusal, StorageError, UsageError
-from snapmgr.guard import GuardResult, run_guard
-from snapmgr.health import HealthReport, assess
 from snapmgr.manifest import Manifest, validate_label
 from snapmgr.pointer import write_pointer
-from snapmgr.postgres import ConnInfo, find_tool, preflight
 from snapmgr.progress import NullProgress, Progress, make_progress
-from snapmgr.prune import (
-    Deletion,
-    PolicyChoice,
-    PrunePlan,
-    PruneResult,
-    choose_policy,
-    delete_everywhere,
-    execute_plan,
-    plan_prune,
-)
-from snapmgr.restore import DEFAULT_LOCK_TIMEOUT_S, RestoreOptions, RestoreResult, restore_entry
-from snapmgr.retention import EmptyPolicyError
-from snapmgr.snapshot import SnapshotRequest, SnapshotResult, take_snapshot
-from snapmgr.verify import VerifyResult, verify_all_copies
+from snapmgr.restore_sql import DEFAULT_LOCK_TIMEOUT_S
+
+# Each command imports only the machinery it runs (psycopg, restore, guard,
+# prune...), so that a command starts in a blink; see the methods below.
+if TYPE_CHECKING:
+    from snapmgr.guard import GuardResult
+    from snapmgr.health import HealthReport
+    from snapmgr.postgres import ConnInfo
+    from snapmgr.prune import Deletion, PolicyChoice, PrunePlan, PruneResult
+    from snapmgr.restore import RestoreResult
+    from snapmgr.snapshot import SnapshotResult
+    from snapmgr.verify import VerifyResult
 
 log = logging.getLogger("snapmgr")
 
@@ -78,6 +73,8 @@ class SnapshotManager:
         )
 
     def connection(self) -> ConnInfo:
+        from snapmgr.postgres import ConnInfo
+
         return ConnInfo.parse(self.config.database_url)
 
     def snapshot(
@@ -88,6 +85,9 @@ class SnapshotManager:
         Raises a ``SnapmgrError`` when nothing was committed. When some stores
         committed and others failed, the result lists both; the CLI exits 5.
         """
+        from snapmgr.postgres import find_tool, preflight
+        from snapmgr.snapshot import SnapshotRequest, take_snapshot
+
         conn = self.connection()
         server = preflight(conn)
         pg_dump = find_tool("pg_dump", server.major, self.config["pg_bin_dir"])
@@ -123,11 +123,15 @@ class SnapshotManager:
 
     def verify(self, ref: str) -> list[VerifyResult]:
         """Re-read every copy of ``ref`` and check it against its manifest."""
+        from snapmgr.verify import verify_all_copies
+
         entry = self.find(ref)
         return verify_all_copies(entry.manifest, entry.stores)
 
     def verify_everything(self) -> list[VerifyResult]:
         """Verify every copy of every committed snapshot."""
+        from snapmgr.verify import verify_all_copies
+
         results: list[VerifyResult] = []
         for entry in self.list_snapshots():
             results.extend(verify_all_copies(entry.manifest, entry.stores))
@@ -146,6 +150,8 @@ class SnapshotManager:
 
     def retention_policy(self, flags: Mapping[str, object] | None = None) -> PolicyChoice:
         """The policy from ``--keep-*`` values if any is set, else the ``[retention]`` config."""
+        from snapmgr.prune import choose_policy
+
         return choose_policy(self.config, flags or {})
 
     def plan_prune(
@@ -159,6 +165,11 @@ class SnapshotManager:
 
         Raises ``SafetyRefusal`` for an empty policy.
         """
+        from zoneinfo import ZoneInfo
+
+        from snapmgr.prune import plan_prune
+        from snapmgr.retention import EmptyPolicyError
+
         choice = choice or self.retention_policy()
         try:
             return plan_prune(
@@ -182,11 +193,15 @@ class SnapshotManager:
 
         Stores that failed are listed in the result (the CLI exits 5).
         """
+        from snapmgr.prune import execute_plan
+
         return execute_plan(plan, dry_run=dry_run)
 
     def delete(self, snapshot_id: str) -> tuple[Entry, Deletion]:
         """Delete one snapshot (by ID, not ``latest``) from every store holding it,
         manifest first. A pinned snapshot is refused (``SafetyRefusal``)."""
+        from snapmgr.prune import delete_everywhere
+
         if snapshot_id == LATEST:
             raise UsageError("delete needs the snapshot's ID, not `latest`; see `snapmgr list`")
         entry = self.find(snapshot_id)
@@ -206,6 +221,8 @@ class SnapshotManager:
     ) -> HealthReport:
         """Is the newest committed snapshot younger than ``max_age`` (measured against
         now), and are there at least ``min_count``?"""
+        from snapmgr.health import assess
+
         return assess(
             self.list_snapshots(),
             max_age=max_age,
@@ -231,6 +248,9 @@ class SnapshotManager:
         ``confirmed=False`` raises ``SafetyRefusal`` (naming the target) after the
         snapshot is found and before any connection to the target.
         """
+        from snapmgr.postgres import ConnInfo
+        from snapmgr.restore import RestoreOptions, restore_entry
+
         entry = self.find(ref)
         conn = ConnInfo.parse(target_url or self.config.database_url)
         if not confirmed:
@@ -262,6 +282,7 @@ class SnapshotManager:
         A failed snapshot raises and the command never runs. The restore needs no
         confirmation: ``restore_on_failure`` is the confirmation.
         """
+        from snapmgr.guard import run_guard
 
         def restore(snapshot_id: str) -> RestoreResult:
             return self.restore(

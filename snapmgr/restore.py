@@ -55,6 +55,7 @@ from snapmgr.restore_sql import (
     BEGIN,
     COUNTS_JSON,
     COUNTS_SETUP,
+    DEFAULT_LOCK_TIMEOUT_S,
     FENCE,
     LOCK,
     terminate_sql,
@@ -65,7 +66,6 @@ from snapmgr.verify import CHUNK, StoredSql
 
 log = logging.getLogger("snapmgr")
 
-DEFAULT_LOCK_TIMEOUT_S = 30.0
 IN_DOUBT_WAIT_S = 30.0
 MAINTENANCE_DATABASES = ("postgres", "template1")
 _OTHER = " (restore another snapshot or copy: see `snapmgr list`)"

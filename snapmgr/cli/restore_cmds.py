@@ -6,14 +6,17 @@ import logging
 import os
 import shlex
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from snapmgr.cli.common import Ctx, command
-from snapmgr.guard import GuardResult
 from snapmgr.redact import redact_url
-from snapmgr.restore import DEFAULT_LOCK_TIMEOUT_S, RestoreResult
+from snapmgr.restore_sql import DEFAULT_LOCK_TIMEOUT_S
+
+if TYPE_CHECKING:
+    from snapmgr.guard import GuardResult
+    from snapmgr.restore import RestoreResult
 
 log = logging.getLogger("snapmgr")
 app = typer.Typer()

@@ -6,7 +6,6 @@ import logging
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from snapmgr.catalog import Entry
 from snapmgr.cli.common import Ctx, command, parse_tags
@@ -84,6 +83,8 @@ def list_snapshots(ctx: Ctx) -> int:
     if not entries:
         log.info("no committed snapshots")
         return 0
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False)
     for column in ("ID", "CREATED (UTC)", "SIZE", "ROWS", "PIN", "STORES"):
         table.add_column(column)
