@@ -29,7 +29,7 @@ READ_CHUNK = 1 << 20
 class Compressor(Protocol):
     """Turns raw SQL chunks into stored bytes."""
 
-    def compress(self, data: bytes) -> bytes: ...
+    def compress(self, data: bytes | bytearray) -> bytes: ...
 
     def flush(self) -> bytes: ...
 
@@ -59,8 +59,8 @@ def check_level(compression: str, level: int | None) -> int | None:
 
 
 class _Identity:
-    def compress(self, data: bytes) -> bytes:
-        return data
+    def compress(self, data: bytes | bytearray) -> bytes:
+        return bytes(data)  # never hand on a caller's (reusable) buffer
 
     def flush(self) -> bytes:
         return b""
@@ -76,7 +76,7 @@ class _GzipCompressor:
     def __init__(self, level: int) -> None:
         self._obj = isal_zlib.compressobj(level, isal_zlib.DEFLATED, GZIP_WBITS)
 
-    def compress(self, data: bytes) -> bytes:
+    def compress(self, data: bytes | bytearray) -> bytes:
         return bytes(self._obj.compress(data))
 
     def flush(self) -> bytes:
@@ -115,7 +115,7 @@ class _ZstdCompressor:
 
         self._obj = zstandard.ZstdCompressor(level=level).compressobj()
 
-    def compress(self, data: bytes) -> bytes:
+    def compress(self, data: bytes | bytearray) -> bytes:
         return bytes(self._obj.compress(data))
 
     def flush(self) -> bytes:

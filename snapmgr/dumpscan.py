@@ -33,6 +33,9 @@ COPY_TAIL = b" FROM stdin;"
 COPY_END = b"\\.\n"
 END_LINE = b"\n" + COPY_END
 BACKSLASH_PROBES = 8
+#: What the scanner reads: a snapshot feeds it pooled ``bytearray`` buffers
+#: (see :class:`snapmgr.pipeline.BufferPool`), a restore decompressed ``bytes``.
+Chunk = bytes | bytearray
 
 
 def parse_qualified_name(text: str) -> str | None:
@@ -71,7 +74,7 @@ def parse_qualified_name(text: str) -> str | None:
     return ".".join(parts) if len(parts) == 2 else None
 
 
-def _find_copy_end(data: bytes, pos: int) -> int:
+def _find_copy_end(data: Chunk, pos: int) -> int:
     """Index of the ``\\.`` line after ``pos`` (not at ``pos`` itself), or -1.
 
     ``bytes.find`` of the 4-byte ``\\n\\\\.\\n`` runs at about 2 GB/s; ``memchr`` for a
@@ -100,7 +103,7 @@ class DumpScanner:
         self._rewrite = rewrite
         # A partial line waiting for the rest of its bytes: a schema line, or at
         # most ``\\.`` (a possible end-of-data marker) inside COPY data.
-        self._carry = b""
+        self._carry: Chunk = b""
         # Inside COPY data, in the middle of a row whose start was already passed on.
         self._midline = False
         self._copy_table: str | None = None
@@ -109,21 +112,21 @@ class DumpScanner:
         # COPY is only believed as the first statement of a table-data section, so a
         # function body quoting "COPY x FROM stdin;" cannot start a phantom data block.
         self._copy_allowed = False
-        self._copy_head: list[bytes] = []
+        self._copy_head: list[Chunk] = []
 
     @property
     def complete(self) -> bool:
         """True when the trailer has been seen and nothing but its tail followed it."""
         return self._trailer_ok and self._copy_table is None
 
-    def feed(self, chunk: bytes) -> bytes:
+    def feed(self, chunk: Chunk) -> bytes:
         """Scan ``chunk``; with ``rewrite`` return the bytes to pass on, else ``b""``.
 
         The chunk is never copied as a whole: a carried partial line is
         completed with the head of the chunk and scanned on its own first.
         """
         self.raw_size += len(chunk)
-        out: list[bytes] = []
+        out: list[Chunk] = []
         pos = 0
         if self._carry:
             nl = chunk.find(b"\n")
@@ -133,21 +136,21 @@ class DumpScanner:
                     return b""
                 # Not the end marker after all, just a long row: pass it on.
                 head, self._carry, self._midline = self._carry + chunk, b"", True
-                return head if self._rewrite else b""
+                return bytes(head) if self._rewrite else b""
             head, self._carry = self._carry + chunk[: nl + 1], b""
             self._scan(head, 0, out)
             pos = nl + 1
         self._scan(chunk, pos, out)
         return b"".join(out) if self._rewrite else b""
 
-    def _scan(self, data: bytes, pos: int, out: list[bytes]) -> None:
+    def _scan(self, data: Chunk, pos: int, out: list[Chunk]) -> None:
         while pos < len(data):
             if self._copy_table is not None:
                 pos = self._scan_copy(data, pos, out)
             else:
                 pos = self._scan_sql(data, pos, out)
 
-    def _scan_copy(self, data: bytes, pos: int, out: list[bytes]) -> int:
+    def _scan_copy(self, data: Chunk, pos: int, out: list[Chunk]) -> int:
         """Count rows up to the ``\\.`` line; returns where the scan stopped."""
         assert self._copy_table is not None
         at_line_start = not self._midline
@@ -175,7 +178,7 @@ class DumpScanner:
         self._copy_table = None
         return end + len(COPY_END)
 
-    def _scan_sql(self, data: bytes, pos: int, out: list[bytes]) -> int:
+    def _scan_sql(self, data: Chunk, pos: int, out: list[Chunk]) -> int:
         """Handle one schema line; a partial line is kept for the next chunk."""
         nl = data.find(b"\n", pos)
         if nl < 0:
@@ -187,7 +190,7 @@ class DumpScanner:
             out.append(data[pos : nl + 1])
         return nl + 1
 
-    def _see_line(self, line: bytes) -> bool:
+    def _see_line(self, line: Chunk) -> bool:
         """Update state for one schema line; False means drop it (rewrite only)."""
         if line.startswith(SECTION_PREFIXES):
             is_data = line.startswith(DATA_HEADER)
@@ -203,7 +206,7 @@ class DumpScanner:
             self._see_copy_line(line)
         return not (self._in_blobs and line in (b"BEGIN;", b"COMMIT;"))
 
-    def _see_copy_line(self, line: bytes) -> None:
+    def _see_copy_line(self, line: Chunk) -> None:
         """Collect a COPY statement (a quoted column name may hold a newline)."""
         self._copy_head.append(line)
         if not line.endswith(COPY_TAIL):
@@ -222,7 +225,7 @@ class DumpScanner:
         tail, self._carry = self._carry, b""
         if tail and self._copy_table is None:
             self._see_line(tail)
-        return tail if self._rewrite else b""
+        return bytes(tail) if self._rewrite else b""
 
     def incomplete_reason(self) -> str | None:
         """Why the stream so far is not a complete dump, or ``None`` if it is."""

@@ -53,7 +53,7 @@ from snapmgr.manifest import (
     make_id,
     manifest_name,
 )
-from snapmgr.pipeline import Channel, Worker, join_all, read_pipe
+from snapmgr.pipeline import BufferPool, Channel, Worker, join_all, read_pipe
 from snapmgr.postgres import ConnInfo, ServerInfo, Tool, pg_dump_command
 from snapmgr.progress import Progress
 from snapmgr.redact import scrub
@@ -168,7 +168,9 @@ class DumpRun:
         self.cancel = cancel
         self.scanner = DumpScanner()
         self.digest = Digest()
-        self.raw: Channel[bytes] = Channel(RAW_QUEUE, self.cancel)
+        self.raw: Channel[bytearray] = Channel(RAW_QUEUE, self.cancel)
+        # Queued chunks, plus the one being compressed and the one being read.
+        self.buffers = BufferPool(RAW_QUEUE + 2, CHUNK, self.cancel)
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
             pg_dump_command(request.pg_dump, request.conn),
@@ -185,7 +187,7 @@ class DumpRun:
         """pg_dump stdout → scanner → raw channel."""
         stdout = self.proc.stdout
         assert stdout is not None
-        for chunk in read_pipe(stdout.fileno(), CHUNK, PIPE_LOW_WATER, PIPE_NAP_S):
+        for chunk in read_pipe(stdout.fileno(), self.buffers.take, PIPE_LOW_WATER, PIPE_NAP_S):
             self.scanner.feed(chunk)
             self.raw.put(chunk)
         self.scanner.finish()
@@ -196,6 +198,7 @@ class DumpRun:
         comp = compressor(self.request.compression, self.request.level)
         for chunk in self.raw:
             self._fan_out(comp.compress(chunk))
+            self.buffers.give(chunk)  # compressors copy what they keep
         self._fan_out(comp.flush())
         for target in self.targets:
             target.channel.close()  # failed stores drain until this marker too
