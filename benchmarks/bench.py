@@ -281,8 +281,10 @@ class Runner:
         with open(err_path, "wb") as err:
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
+            # In the work directory: ``python -m`` puts the current directory first on
+            # sys.path, which must not shadow the snapmgr named by PYTHONPATH.
             proc = subprocess.Popen(
-                full, env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err
+                full, env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err, cwd=self.work
             )
             _, status, usage = os.wait4(proc.pid, 0)
             elapsed = time.perf_counter() - started
@@ -328,11 +330,13 @@ def snapmgr_argv() -> list[str]:
 
 
 def snapmgr_env(server: Server, dbname: str, store: Path, pointer: Path) -> dict[str, str]:
+    # PYTHONDONTWRITEBYTECODE goes too: an installed snapmgr runs from cached
+    # bytecode, and start-up is part of what is measured.
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("SNAPMGR_", "PG", "AWS_"))
-        and k not in ("DATABASE_URL", "BACKUP_DIR", "CONFIRM_RESTORE")
+        and k not in ("DATABASE_URL", "BACKUP_DIR", "CONFIRM_RESTORE", "PYTHONDONTWRITEBYTECODE")
     }
     env.update(
         DATABASE_URL=server.url_for(dbname),
@@ -343,9 +347,13 @@ def snapmgr_env(server: Server, dbname: str, store: Path, pointer: Path) -> dict
     return env
 
 
-def has_restore(env: dict[str, str]) -> bool:
+def has_restore(env: dict[str, str], cwd: Path) -> bool:
     result = subprocess.run(
-        [*snapmgr_argv(), "restore", "--help"], env=env, capture_output=True, check=False
+        [*snapmgr_argv(), "restore", "--help"],
+        env=env,
+        capture_output=True,
+        check=False,
+        cwd=cwd,
     )
     return result.returncode == 0
 
@@ -463,7 +471,8 @@ class Bench:
         _, ref_id, _ = self.run_snapshot(dbname, "gzip", ref_store)
         ref_dump = ref_store / f"{ref_id}.sql.gz"
 
-        restore_ok = has_restore(snapmgr_env(self.server, dbname, ref_store, self.pointer))
+        env = snapmgr_env(self.server, dbname, ref_store, self.pointer)
+        restore_ok = has_restore(env, self.work)
         if not restore_ok:
             variants[
                 "snap_restore"
@@ -708,8 +717,9 @@ def report(variants: dict[str, Variant], args: argparse.Namespace) -> dict[str, 
     for key, base in PAIRS:
         ratios = pair_ratios(variants[key], variants[base])
         if ratios:
+            kind = "pairs" if args.pairs else "rounds"
             say(
-                f"pairs: {variants[key].title} / {variants[base].title}: median "
+                f"{kind}: {variants[key].title} / {variants[base].title}: median "
                 f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) over "
                 f"{len(ratios)}; CPU {quotient(variants, key, base, 'cpu_s'):.2f}x"
             )
