@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -156,6 +157,22 @@ def _check_manifest_free(store: Store, snapshot_id: str) -> None:
     raise IdTakenError(f"snapshot {snapshot_id} already exists in {store.describe()}")
 
 
+def _write_in_large_blocks(argv: list[str]) -> list[str]:
+    """``argv`` run with stdout block-buffered in ``PIPE_SIZE`` blocks, where coreutils'
+    ``stdbuf`` is installed.
+
+    pg_dump writes its output through stdio, which buffers 4 KiB for a pipe:
+    about 100,000 write calls for 400 MB, each waking the reader. In 1 MiB
+    blocks pg_dump makes a few hundred, and spends far less system time. The
+    bytes are the same; stdbuf only sets the buffer size before pg_dump starts
+    (it execs pg_dump, so the process and its group stay the same).
+    """
+    stdbuf = shutil.which("stdbuf")
+    if stdbuf is None:
+        return argv
+    return [stdbuf, f"--output={PIPE_SIZE}", *argv]
+
+
 def _enlarge_pipe(stream: IO[bytes]) -> None:
     with contextlib.suppress(OSError):
         fcntl.fcntl(stream.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
@@ -177,7 +194,7 @@ class DumpRun:
         self.buffers = BufferPool(RAW_QUEUE + 2, CHUNK, self.cancel)
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
-            pg_dump_command(request.pg_dump, request.conn),
+            _write_in_large_blocks(pg_dump_command(request.pg_dump, request.conn)),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._stderr,

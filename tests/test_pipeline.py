@@ -1,13 +1,17 @@
-"""The pipe reader fills pooled buffers, and the pool lends each buffer to one holder."""
+"""How pg_dump's output is read: large blocks, pooled buffers, each lent to one holder."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 
 from snapmgr.pipeline import BufferPool, Cancelled, read_pipe
+from snapmgr.snapshot import _write_in_large_blocks
 
 SIZE = 64 * 1024
 
@@ -78,3 +82,18 @@ def test_read_pipe_handles_every_boundary(size: int) -> None:
     writer.join()
     os.close(read_end)
     assert out == data
+
+
+def test_large_blocks_wrapper_keeps_the_output_and_falls_back_without_stdbuf(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # seq writes through stdio, like pg_dump: under stdbuf its buffer is 1 MiB.
+    argv = ["seq", "1", "300000"]
+    wrapped = _write_in_large_blocks(argv)
+    if shutil.which("stdbuf"):
+        assert wrapped[0] == shutil.which("stdbuf") and wrapped[-3:] == argv
+    plain = subprocess.run(argv, capture_output=True, check=True).stdout
+    assert subprocess.run(wrapped, capture_output=True, check=True).stdout == plain
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no stdbuf here
+    assert _write_in_large_blocks(argv) == argv
