@@ -18,10 +18,8 @@ manifest written (exclusively): its presence is the commit point.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -30,7 +28,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import IO
 
 import psycopg
 
@@ -54,7 +51,16 @@ from snapmgr.manifest import (
     make_id,
     manifest_name,
 )
-from snapmgr.pipeline import BufferPool, Channel, Worker, join_all, read_pipe
+from snapmgr.pipeline import (
+    PIPE_SIZE,
+    BufferPool,
+    Channel,
+    Worker,
+    enlarge_pipe,
+    join_all,
+    read_pipe,
+    stdio_blocks,
+)
 from snapmgr.postgres import ConnInfo, ServerInfo, Tool, pg_dump_command
 from snapmgr.progress import Progress
 from snapmgr.redact import scrub
@@ -72,10 +78,8 @@ COMPRESS_STEP = 256 << 10
 STORE_QUEUE = 16
 MAX_ID_ATTEMPTS = 100
 STDERR_TAIL = 64 * 1024
-PIPE_SIZE = 1 << 20  # the most an unprivileged process may ask for (pipe-max-size)
 PIPE_LOW_WATER = 256 << 10  # read once this much waits in the pipe ...
 PIPE_NAP_S = 0.001  # ... else nap this long first (1 MiB pipe: ample at 1 GB/s)
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
 @dataclass(frozen=True)
@@ -157,27 +161,6 @@ def _check_manifest_free(store: Store, snapshot_id: str) -> None:
     raise IdTakenError(f"snapshot {snapshot_id} already exists in {store.describe()}")
 
 
-def _write_in_large_blocks(argv: list[str]) -> list[str]:
-    """``argv`` run with stdout block-buffered in ``PIPE_SIZE`` blocks, where coreutils'
-    ``stdbuf`` is installed.
-
-    pg_dump writes its output through stdio, which buffers 4 KiB for a pipe:
-    about 100,000 write calls for 400 MB, each waking the reader. In 1 MiB
-    blocks pg_dump makes a few hundred, and spends far less system time. The
-    bytes are the same; stdbuf only sets the buffer size before pg_dump starts
-    (it execs pg_dump, so the process and its group stay the same).
-    """
-    stdbuf = shutil.which("stdbuf")
-    if stdbuf is None:
-        return argv
-    return [stdbuf, f"--output={PIPE_SIZE}", *argv]
-
-
-def _enlarge_pipe(stream: IO[bytes]) -> None:
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(stream.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
-
-
 class DumpRun:
     """One pg_dump child, its stderr tail, and the streaming stages around it."""
 
@@ -194,7 +177,7 @@ class DumpRun:
         self.buffers = BufferPool(RAW_QUEUE + 2, CHUNK, self.cancel)
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
-            _write_in_large_blocks(pg_dump_command(request.pg_dump, request.conn)),
+            stdio_blocks(pg_dump_command(request.pg_dump, request.conn), "output", PIPE_SIZE),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -202,7 +185,7 @@ class DumpRun:
             start_new_session=True,  # our signal handling decides when it stops
         )
         assert self.proc.stdout is not None
-        _enlarge_pipe(self.proc.stdout)
+        enlarge_pipe(self.proc.stdout.fileno(), PIPE_SIZE)
 
     def read_stage(self) -> None:
         """pg_dump stdout → scanner → raw channel."""

@@ -24,9 +24,9 @@ READ_AHEAD = 8  # stored (compressed) chunks read ahead of decompression
 # Compressed bytes are inflated this many at a time. A whole 1 MiB chunk inflates
 # to megabytes, which the allocator maps afresh for every chunk (a page fault per
 # 4 KiB of SQL: nearly all the decoder's system time); pieces of a few hundred KiB
-# reuse memory that is already there.
-DECODE_STEP = 64 << 10
-SQL_AHEAD = 16  # decoded SQL pieces (about 200 KiB each from gzip) ready for the consumer
+# mostly reuse memory that is already there.
+DECODE_STEP = 256 << 10
+SQL_AHEAD = 8  # decoded SQL pieces (about 0.7 MiB each from gzip) ready for the consumer
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from snapmgr.pipeline import BufferPool, Cancelled, read_pipe
-from snapmgr.snapshot import _write_in_large_blocks
+from snapmgr.pipeline import BufferPool, Cancelled, read_pipe, stdio_blocks
 
 SIZE = 64 * 1024
 
@@ -84,16 +83,19 @@ def test_read_pipe_handles_every_boundary(size: int) -> None:
     assert out == data
 
 
-def test_large_blocks_wrapper_keeps_the_output_and_falls_back_without_stdbuf(
+def test_stdio_blocks_keeps_the_bytes_and_falls_back_without_stdbuf(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    # seq writes through stdio, like pg_dump: under stdbuf its buffer is 1 MiB.
-    argv = ["seq", "1", "300000"]
-    wrapped = _write_in_large_blocks(argv)
+    # seq writes and sort reads through stdio, like pg_dump and psql.
+    data = subprocess.run(["seq", "300000", "-1", "1"], capture_output=True, check=True).stdout
+    writer = stdio_blocks(["seq", "300000", "-1", "1"], "output", 1 << 20)
+    reader = stdio_blocks(["sort", "-n"], "input", 1 << 20)
     if shutil.which("stdbuf"):
-        assert wrapped[0] == shutil.which("stdbuf") and wrapped[-3:] == argv
-    plain = subprocess.run(argv, capture_output=True, check=True).stdout
-    assert subprocess.run(wrapped, capture_output=True, check=True).stdout == plain
+        assert writer[:2] == [shutil.which("stdbuf"), "--output=1048576"]
+        assert reader[:2] == [shutil.which("stdbuf"), "--input=1048576"]
+    assert subprocess.run(writer, capture_output=True, check=True).stdout == data
+    ordered = subprocess.run(reader, input=data, capture_output=True, check=True).stdout
+    assert ordered == b"".join(f"{n}\n".encode() for n in range(1, 300001))
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no stdbuf here
-    assert _write_in_large_blocks(argv) == argv
+    assert stdio_blocks(["seq", "3"], "output", 1 << 20) == ["seq", "3"]
