@@ -3,23 +3,32 @@
 Builds a mixed table (bigint id, md5 text, jsonb, timestamptz; about 280 bytes
 of dump text per row) with ``generate_series`` in a throwaway PostgreSQL
 cluster (or in the server named by ``BENCH_DATABASE_URL``, a superuser URL),
-then measures, in alternating rounds so that machine noise hits every variant
-alike:
+and loads the Pagila sample (``../shared/testdata/pagila``, or ``--pagila DIR``)
+as the small database, then measures, in alternating rounds so that machine
+noise hits every variant alike:
 
+* ``snapmgr --version``: start-up alone;
 * ``pg_dump > /dev/null``: the limit, what the database can produce;
 * the usual script: ``pg_dump | gzip > f && gzip -t f``;
 * ``snapmgr snapshot`` with gzip (the default) and with zstd, verification included;
-* ``snapmgr snapshot`` with gzip and age encryption (``encryption_recipients`` set);
 * ``gunzip -c f | psql`` into a fresh database, and ``snapmgr restore`` of the
   same snapshot into another fresh database (skipped, saying so, when this
-  snapmgr has no ``restore`` command).
+  snapmgr has no ``restore`` command);
+* Pagila: the script against ``snapmgr snapshot``, where start-up dominates.
 
-Wall time is ``time.perf_counter`` around each child; peak RSS comes from
-``/usr/bin/time -v`` (Debian package ``time``). It prints medians, file sizes,
-peak RSS and every target's ratio with PASS/FAIL. It never fails on timings:
-the exit code is 0 unless something could not run at all.
+Wall time is ``time.perf_counter`` around each child; CPU time (user and
+system, the whole process tree: pg_dump, psql and gzip included) is the
+``getrusage(RUSAGE_CHILDREN)`` difference around it; peak RSS comes from
+``/usr/bin/time -v`` (Debian package ``time``). It prints the CPU model,
+medians, file sizes, peak RSS and every target's ratio with PASS/FAIL. With
+``--pairs N`` it runs each snapmgr variant right next to its baseline, N
+times, flipping the order each time, and a ratio is the median of the N
+per-pair ratios, which a busy machine disturbs much less than a ratio of
+medians. It never fails on timings: the exit code is 0 unless something could
+not run at all.
 
     .venv/bin/python benchmarks/bench.py              # full run (1.5M rows, 3 rounds)
+    .venv/bin/python benchmarks/bench.py --pairs 5    # 5 alternating pairs per target
     .venv/bin/python benchmarks/bench.py --quick      # smoke run (20k rows, 1 round)
 """
 
@@ -27,8 +36,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
 import json
 import os
+import resource
 import shlex
 import shutil
 import statistics
@@ -36,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,15 +66,20 @@ GNU_TIME = "/usr/bin/time"
 SOURCE_DB = "snapmgr_bench_{rows}"
 RESTORE_DB = "snapmgr_bench_restore"
 MARKER = "snapmgr-bench rows={rows} v1"
+PAGILA_DIR = ROOT.parent / "shared" / "testdata" / "pagila"
+PAGILA_DB = "snapmgr_bench_pagila"
+PAGILA_MARKER = "snapmgr-bench pagila v1"
 
-# Targets from the issue: (numerator, denominator, maximum ratio).
-SNAPSHOT_VS_PG_DUMP = 1.30
+# Targets from the issues: maximum ratios (or seconds, megabytes).
+SNAPSHOT_VS_PG_DUMP = 1.15
 SNAPSHOT_VS_SCRIPT = 0.30
-RESTORE_VS_PSQL = 1.15
-RSS_LIMIT_MB = 200.0
+RESTORE_VS_PSQL = 1.05
+PAGILA_VS_SCRIPT = 1.60
+VERSION_LIMIT_S = 0.25
+ENCRYPTED_VS_PLAIN = 1.10  # the encrypted snapshot against the plain one, same run
+RSS_LIMIT_MB = 100.0
 RSS_FLAT_RATIO = 1.15  # the larger database's peak RSS within 15% (or 16 MB) of the smaller's
 RSS_FLAT_SLACK_MB = 16.0
-ENCRYPTED_VS_PLAIN = 1.10  # the encrypted snapshot against the plain one, same run
 
 BUILD_SQL = """
 CREATE TABLE public.events (
@@ -160,6 +176,32 @@ class Server:
         say(f"  built in {time.perf_counter() - started:.1f}s")
         return name
 
+    def ensure_pagila(self, source: Path) -> str:
+        """The Pagila database, loaded once from ``source`` and reused while it matches."""
+        with contextlib.suppress(psycopg.OperationalError), self.connect(PAGILA_DB) as db:
+            row = db.execute(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                "WHERE datname = current_database()"
+            ).fetchone()
+            if row and row[0] == PAGILA_MARKER:
+                say(f"reusing database {PAGILA_DB} (Pagila)")
+                return PAGILA_DB
+        say(f"loading Pagila from {source} into {PAGILA_DB} ...")
+        self.recreate(PAGILA_DB)
+        psql = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", f"--dbname={self.conninfo(PAGILA_DB)}"]
+        schema = (source / "pagila-schema.sql").read_bytes()
+        data = gzip.decompress((source / "pagila-data.sql.gz").read_bytes())
+        for part in (schema, data):
+            subprocess.run(psql, input=part, env=self.env(), stdout=subprocess.DEVNULL, check=True)
+        with self.connect(PAGILA_DB) as db:
+            db.execute("VACUUM (FREEZE, ANALYZE)")
+            db.execute(
+                sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                    sql.Identifier(PAGILA_DB), sql.Literal(PAGILA_MARKER)
+                )
+            )
+        return PAGILA_DB
+
 
 @contextlib.contextmanager
 def server_for_bench() -> Iterator[Server]:
@@ -185,6 +227,12 @@ def server_for_bench() -> Iterator[Server]:
 class Sample:
     seconds: float
     rss_kb: int | None
+    user_s: float = 0.0  # CPU time of the whole process tree
+    sys_s: float = 0.0
+
+    @property
+    def cpu_s(self) -> float:
+        return self.user_s + self.sys_s
 
 
 @dataclass
@@ -198,6 +246,10 @@ class Variant:
 
     def median(self) -> float | None:
         return statistics.median(s.seconds for s in self.samples) if self.samples else None
+
+    def median_of(self, attr: str) -> float | None:
+        values = [getattr(s, attr) for s in self.samples]
+        return statistics.median(values) if values else None
 
     def peak_rss_mb(self) -> float | None:
         values = [s.rss_kb for s in self.samples if s.rss_kb is not None]
@@ -228,18 +280,24 @@ class Runner:
         full = [self.gnu_time, "-v", "-o", str(report), *argv] if self.gnu_time else list(argv)
         err_path = self.work / "stderr.txt"
         with open(err_path, "wb") as err:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
+            # In the work directory: ``python -m`` puts the current directory first on
+            # sys.path, which must not shadow the snapmgr named by PYTHONPATH.
             proc = subprocess.Popen(
-                full, env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err
+                full, env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err, cwd=self.work
             )
             _, status, usage = os.wait4(proc.pid, 0)
             elapsed = time.perf_counter() - started
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
             proc.returncode = os.waitstatus_to_exitcode(status)
         errors = err_path.read_text(errors="replace")
         if proc.returncode != 0:
             raise BenchError(f"{what} failed (exit {proc.returncode}): {errors.strip()[-2000:]}")
         rss = parse_gnu_time(report.read_text()) if self.gnu_time else int(usage.ru_maxrss)
-        return Sample(elapsed, rss), errors
+        user = after.ru_utime - before.ru_utime
+        system = after.ru_stime - before.ru_stime
+        return Sample(elapsed, rss, user, system), errors
 
 
 class BenchError(Exception):
@@ -257,16 +315,29 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
+def cpu_model() -> str:
+    """``AMD EPYC 7B13 (2 CPUs)``: the model name from /proc/cpuinfo and the CPU count."""
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model} ({os.cpu_count()} CPUs)"
+
+
 def snapmgr_argv() -> list[str]:
     return [sys.executable, "-m", "snapmgr"]
 
 
 def snapmgr_env(server: Server, dbname: str, store: Path, pointer: Path) -> dict[str, str]:
+    # PYTHONDONTWRITEBYTECODE goes too: an installed snapmgr runs from cached
+    # bytecode, and start-up is part of what is measured.
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("SNAPMGR_", "PG", "AWS_"))
-        and k not in ("DATABASE_URL", "BACKUP_DIR", "CONFIRM_RESTORE")
+        and k not in ("DATABASE_URL", "BACKUP_DIR", "CONFIRM_RESTORE", "PYTHONDONTWRITEBYTECODE")
     }
     env.update(
         DATABASE_URL=server.url_for(dbname),
@@ -277,9 +348,13 @@ def snapmgr_env(server: Server, dbname: str, store: Path, pointer: Path) -> dict
     return env
 
 
-def has_restore(env: dict[str, str]) -> bool:
+def has_restore(env: dict[str, str], cwd: Path) -> bool:
     result = subprocess.run(
-        [*snapmgr_argv(), "restore", "--help"], env=env, capture_output=True, check=False
+        [*snapmgr_argv(), "restore", "--help"],
+        env=env,
+        capture_output=True,
+        check=False,
+        cwd=cwd,
     )
     return result.returncode == 0
 
@@ -330,7 +405,7 @@ class Bench:
             )
         snapshot_id = out.read_text().strip().splitlines()[-1]
         suffix = {"gzip": ".sql.gz", "zstd": ".sql.zst", "none": ".sql"}[compression]
-        if extra_env and "SNAPMGR_ENCRYPTION_RECIPIENTS" in extra_env:
+        if extra_env and extra_env.get("SNAPMGR_ENCRYPTION_RECIPIENTS"):
             suffix += ".age"
         size = (store / f"{snapshot_id}{suffix}").stat().st_size
         return sample, snapshot_id, size
@@ -370,34 +445,83 @@ class Bench:
         )  # fmt: skip
         return sample
 
+    def run_version(self) -> Sample:
+        env = snapmgr_env(self.server, "postgres", self.work / "store", self.pointer)
+        sample, _ = self.runner.run([*snapmgr_argv(), "--version"], env, what="snapmgr --version")
+        return sample
+
     # ---- orchestration
+
+    def variants(self) -> dict[str, Variant]:
+        return {
+            key: Variant(key, title)
+            for key, title in (
+                ("startup", "snapmgr --version"),
+                ("pg_dump", "pg_dump > /dev/null"),
+                ("script", "pg_dump | gzip > f && gzip -t f"),
+                ("snap_gzip", "snapmgr snapshot (gzip)"),
+                ("snap_zstd", "snapmgr snapshot (zstd)"),
+                ("snap_age", "snapmgr snapshot (gzip, age encrypted)"),
+                ("psql_restore", "gunzip -c f | psql"),
+                ("snap_restore", "snapmgr restore"),
+                ("pagila_script", "Pagila: pg_dump | gzip && gzip -t"),
+                ("pagila_snap", "Pagila: snapmgr snapshot (gzip)"),
+                ("snap_gzip_rss", "snapmgr snapshot (gzip), smaller db"),
+            )
+        }
 
     def run(self) -> dict[str, Variant]:
         args = self.args
-        variants = {
-            "pg_dump": Variant("pg_dump", "pg_dump > /dev/null"),
-            "script": Variant("script", "pg_dump | gzip > f && gzip -t f"),
-            "snap_gzip": Variant("snap_gzip", "snapmgr snapshot (gzip)"),
-            "snap_zstd": Variant("snap_zstd", "snapmgr snapshot (zstd)"),
-            "snap_age": Variant("snap_age", "snapmgr snapshot (gzip, age encrypted)"),
-            "psql_restore": Variant("psql_restore", "gunzip -c f | psql"),
-            "snap_restore": Variant("snap_restore", "snapmgr restore"),
-            "snap_gzip_rss": Variant("snap_gzip_rss", "snapmgr snapshot (gzip), smaller db"),
-        }
+        variants = self.variants()
         dbname = self.server.ensure_dataset(args.rows)
         rss_db = self.server.ensure_dataset(args.rss_rows) if args.rss_rows else None
+        pagila_db = None
+        if (args.pagila / "pagila-schema.sql").is_file():
+            pagila_db = self.server.ensure_pagila(args.pagila)
+        else:
+            for key in ("pagila_script", "pagila_snap"):
+                variants[key].skipped = f"no Pagila in {args.pagila} (see --pagila)"
         ref_store = self.work / "ref-store"
         say("warm-up: pg_dump > /dev/null, one reference snapshot for the restores")
         self.run_pg_dump(dbname)
         _, ref_id, _ = self.run_snapshot(dbname, "gzip", ref_store)
         ref_dump = ref_store / f"{ref_id}.sql.gz"
 
-        restore_ok = has_restore(snapmgr_env(self.server, dbname, ref_store, self.pointer))
+        env = snapmgr_env(self.server, dbname, ref_store, self.pointer)
+        restore_ok = has_restore(env, self.work)
         if not restore_ok:
             variants[
                 "snap_restore"
             ].skipped = "`snapmgr restore --help` failed: this snapmgr has no restore command yet"
             say(f"SKIP snapmgr restore: {variants['snap_restore'].skipped}")
+
+        def measure(key: str, variant: Variant) -> Sample:
+            if key == "startup":
+                return self.run_version()
+            if key == "pg_dump":
+                return self.run_pg_dump(dbname)
+            if key in ("script", "pagila_script"):
+                source = pagila_db if key == "pagila_script" else dbname
+                assert source is not None
+                sample, variant.size = self.run_script(source)
+                return sample
+            if key == "snap_age":
+                store = self.work / "store"
+                sample, variant.size = self.run_encrypted_snapshot(dbname, store)
+                shutil.rmtree(store)
+                return sample
+            if key in ("snap_gzip", "snap_zstd", "snap_gzip_rss", "pagila_snap"):
+                store = self.work / "store"
+                compression = "zstd" if key == "snap_zstd" else "gzip"
+                source = {"snap_gzip_rss": rss_db, "pagila_snap": pagila_db}.get(key, dbname)
+                assert source is not None
+                sample, _, variant.size = self.run_snapshot(source, compression, store)
+                shutil.rmtree(store)
+                return sample
+            if key == "psql_restore":
+                variant.size = ref_dump.stat().st_size
+                return self.run_psql_restore(ref_dump)
+            return self.run_snapmgr_restore(dbname, ref_store, ref_id)
 
         def step(key: str) -> None:
             variant = variants[key]
@@ -411,51 +535,58 @@ class Bench:
                 return
             variant.samples.append(sample)
             rss = f"{sample.rss_kb / 1024:6.1f} MB" if sample.rss_kb is not None else "   n/a"
-            say(f"  {variant.title:<38} {sample.seconds:7.2f}s  peak RSS {rss}")
+            say(
+                f"  {variant.title:<38} {sample.seconds:7.2f}s  CPU {sample.user_s:6.2f}u "
+                f"{sample.sys_s:5.2f}s  peak RSS {rss}"
+            )
 
-        def measure(key: str, variant: Variant) -> Sample:
-            if key == "pg_dump":
-                sample = self.run_pg_dump(dbname)
-            elif key == "script":
-                sample, variant.size = self.run_script(dbname)
-            elif key in ("snap_gzip", "snap_zstd", "snap_gzip_rss"):
-                store = self.work / "store"
-                compression = "zstd" if key == "snap_zstd" else "gzip"
-                source = rss_db if key == "snap_gzip_rss" else dbname
-                assert source is not None
-                sample, _, variant.size = self.run_snapshot(source, compression, store)
-                shutil.rmtree(store)
-            elif key == "snap_age":
-                store = self.work / "store"
-                sample, variant.size = self.run_encrypted_snapshot(dbname, store)
-                shutil.rmtree(store)
-            elif key == "psql_restore":
-                sample = self.run_psql_restore(ref_dump)
-                variant.size = ref_dump.stat().st_size
-            else:
-                sample = self.run_snapmgr_restore(dbname, ref_store, ref_id)
-            return sample
-
-        order = [
-            "pg_dump", "script", "snap_gzip", "snap_zstd", "snap_age", "psql_restore",
-            "snap_restore",
-        ]  # fmt: skip
-        if rss_db:
-            order.append("snap_gzip_rss")
-        if args.only:
-            order = [key for key in order if key in args.only]
-        for number in range(args.rounds):
-            load = os.getloadavg()[0]
-            say(f"round {number + 1}/{args.rounds} (load average {load:.2f})")
-            shift = number % len(order)
-            for key in order[shift:] + order[:shift]:
-                step(key)
+        if args.pairs:
+            self.run_pairs(step)
+        else:
+            self.run_rounds(step, with_rss=rss_db is not None)
         self.server.drop(RESTORE_DB)
         if args.cleanup:
-            for name in {dbname, rss_db} - {None}:
+            for name in {dbname, rss_db, pagila_db} - {None}:
                 assert name is not None
                 self.server.drop(name)
         return variants
+
+    def wanted(self, keys: Sequence[str]) -> list[str]:
+        return [key for key in keys if not self.args.only or key in self.args.only]
+
+    def run_rounds(self, step: Callable[[str], None], *, with_rss: bool) -> None:
+        order = self.wanted([
+            "startup", "pg_dump", "script", "snap_gzip", "snap_zstd", "snap_age", "psql_restore",
+            "snap_restore", "pagila_script", "pagila_snap",
+            *(["snap_gzip_rss"] if with_rss else []),
+        ])  # fmt: skip
+        for number in range(self.args.rounds):
+            say(f"round {number + 1}/{self.args.rounds} (load average {os.getloadavg()[0]:.2f})")
+            shift = number % len(order) if order else 0
+            for key in order[shift:] + order[:shift]:
+                step(key)
+
+    def run_pairs(self, step: Callable[[str], None]) -> None:
+        """Each snapmgr variant right next to its baseline, the order flipped every time."""
+        pairs = [(a, b) for a, b in PAIRS if self.wanted([a, b]) == [a, b]]
+        startup = self.wanted(["startup"])
+        for number in range(self.args.pairs):
+            say(f"pair {number + 1}/{self.args.pairs} (load average {os.getloadavg()[0]:.2f})")
+            for key in startup:
+                step(key)
+            for snapmgr_key, base_key in pairs:
+                first, second = (snapmgr_key, base_key) if number % 2 else (base_key, snapmgr_key)
+                step(first)
+                step(second)
+
+
+# What each snapmgr variant is measured against, and the target for the ratio.
+PAIRS = (
+    ("snap_gzip", "pg_dump"),
+    ("snap_age", "snap_gzip"),
+    ("pagila_snap", "pagila_script"),
+    ("snap_restore", "psql_restore"),
+)
 
 
 # --------------------------------------------------------------------------- report
@@ -483,25 +614,36 @@ def ratio_line(
     return f"ratio: {name} = {value:.{digits}f}{unit} {target} {'PASS' if ok else 'FAIL'}", ok
 
 
-def encryption_ratio(quotient: Any) -> tuple[str, bool]:
-    """The encrypted snapshot's time against the plain gzip one, measured in the same run."""
-    return ratio_line(
-        "snapmgr snapshot (gzip, age) / snapmgr snapshot (gzip)",
-        quotient("snap_age", "snap_gzip"),
-        ENCRYPTED_VS_PLAIN,
-    )
+def pair_ratios(a: Variant, b: Variant, attr: str = "seconds") -> list[float]:
+    """``a``'s samples over ``b``'s, sample by sample (pair by pair, or round by round)."""
+    if not a.samples or len(a.samples) != len(b.samples):
+        return []
+    return [
+        getattr(x, attr) / getattr(y, attr)
+        for x, y in zip(a.samples, b.samples, strict=True)
+        if getattr(y, attr)
+    ]
 
 
-def report(variants: dict[str, Variant], args: argparse.Namespace) -> dict[str, Any]:
-    base = variants["pg_dump"].median()
-    say("")
-    say(
-        f"results: {args.rows:,} rows, {args.rounds} round(s), medians; "
-        f"load average now {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs"
-    )
+def quotient(variants: dict[str, Variant], a: str, b: str, attr: str = "seconds") -> float | None:
+    """The median of the per-pair ratios; the ratio of medians if the counts differ."""
+    ratios = pair_ratios(variants[a], variants[b], attr)
+    if ratios:
+        return statistics.median(ratios)
+    x, y = variants[a].median_of(attr), variants[b].median_of(attr)
+    return x / y if x is not None and y else None
+
+
+BASES = {
+    "snap_gzip": "pg_dump", "snap_zstd": "pg_dump", "script": "pg_dump", "snap_age": "snap_gzip",
+    "snap_gzip_rss": "pg_dump", "snap_restore": "psql_restore", "pagila_snap": "pagila_script",
+}  # fmt: skip
+
+
+def print_table(variants: dict[str, Variant], args: argparse.Namespace) -> None:
     header = (
-        f"{'variant':<40} {'median s':>9} {'min s':>7} {'max s':>7} {'x pg_dump':>9} "
-        f"{'file':>10} {'peak RSS MB':>12}"
+        f"{'variant':<40} {'median s':>9} {'min s':>7} {'max s':>7} {'x base':>7} "
+        f"{'CPU user':>9} {'CPU sys':>8} {'x base':>7} {'file':>10} {'peak RSS MB':>12}"
     )
     say(header)
     say("-" * len(header))
@@ -515,20 +657,35 @@ def report(variants: dict[str, Variant], args: argparse.Namespace) -> dict[str, 
         if not variant.samples:
             continue
         times = [s.seconds for s in variant.samples]
-        med = variant.median()
-        rel = f"{med / base:.2f}" if med is not None and base else "-"
+        base = BASES.get(variant.key)
+        wall_x = quotient(variants, variant.key, base) if base else None
+        cpu_x = quotient(variants, variant.key, base, "cpu_s") if base else None
         title = variant.title
         if variant.key == "snap_gzip_rss":
             title = f"snapmgr snapshot (gzip), {args.rss_rows:,} rows"
         say(
-            f"{title:<40} {fmt_s(med):>9} {fmt_s(min(times)):>7} {fmt_s(max(times)):>7} "
-            f"{rel:>9} {fmt_size(variant.size):>10} {fmt_mb(variant.peak_rss_mb()):>12}"
+            f"{title:<40} {fmt_s(variant.median()):>9} {fmt_s(min(times)):>7} "
+            f"{fmt_s(max(times)):>7} {fmt_s(wall_x):>7} {fmt_s(variant.median_of('user_s')):>9} "
+            f"{fmt_s(variant.median_of('sys_s')):>8} {fmt_s(cpu_x):>7} "
+            f"{fmt_size(variant.size):>10} {fmt_mb(variant.peak_rss_mb()):>12}"
         )
     say("")
+    say(
+        "x base: snapshots against pg_dump > /dev/null, restore against gunzip | psql, Pagila "
+        "against its script; "
+        + ("the median of the per-pair ratios" if args.pairs else "the median of per-round ratios")
+    )
 
-    def quotient(a: str, b: str) -> float | None:
-        x, y = variants[a].median(), variants[b].median()
-        return x / y if x is not None and y else None
+
+def report(variants: dict[str, Variant], args: argparse.Namespace) -> dict[str, Any]:
+    say("")
+    mode = f"{args.pairs} pair(s)" if args.pairs else f"{args.rounds} round(s)"
+    say(
+        f"results: {args.rows:,} rows, {mode}, medians; {cpu_model()}; "
+        f"load average now {os.getloadavg()[0]:.2f}"
+    )
+    print_table(variants, args)
+    say("")
 
     snap_rss = variants["snap_gzip"].peak_rss_mb()
     small_rss = variants["snap_gzip_rss"].peak_rss_mb()
@@ -544,12 +701,12 @@ def report(variants: dict[str, Variant], args: argparse.Namespace) -> dict[str, 
     lines = [
         ratio_line(
             "snapmgr snapshot (gzip) / pg_dump > /dev/null",
-            quotient("snap_gzip", "pg_dump"),
+            quotient(variants, "snap_gzip", "pg_dump"),
             SNAPSHOT_VS_PG_DUMP,
         ),
         ratio_line(
             "snapmgr snapshot (gzip) / pg_dump | gzip script",
-            quotient("snap_gzip", "script"),
+            quotient(variants, "snap_gzip", "script"),
             SNAPSHOT_VS_SCRIPT,
         ),
         ratio_line("snapmgr .sql.gz size / gzip -6 size", size_ratio, 1.0, digits=3),
@@ -562,14 +719,38 @@ def report(variants: dict[str, Variant], args: argparse.Namespace) -> dict[str, 
         ),
         ratio_line(
             "snapmgr restore / gunzip -c | psql",
-            quotient("snap_restore", "psql_restore"),
+            quotient(variants, "snap_restore", "psql_restore"),
             RESTORE_VS_PSQL,
         ),
-        encryption_ratio(quotient),
+        ratio_line(
+            "Pagila snapmgr snapshot / pg_dump | gzip && gzip -t",
+            quotient(variants, "pagila_snap", "pagila_script"),
+            PAGILA_VS_SCRIPT,
+        ),
+        ratio_line(
+            "snapmgr snapshot (gzip, age) / snapmgr snapshot (gzip)",
+            quotient(variants, "snap_age", "snap_gzip"),
+            ENCRYPTED_VS_PLAIN,
+        ),
+        ratio_line(
+            "snapmgr --version wall time",
+            variants["startup"].median(),
+            VERSION_LIMIT_S,
+            unit=" s",
+        ),
     ]
     for line, _ in lines:
         say(line)
-    info = quotient("snap_zstd", "pg_dump")
+    for key, base in PAIRS:
+        ratios = pair_ratios(variants[key], variants[base])
+        if ratios:
+            kind = "pairs" if args.pairs else "rounds"
+            say(
+                f"{kind}: {variants[key].title} / {variants[base].title}: median "
+                f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) over "
+                f"{len(ratios)}; CPU {quotient(variants, key, base, 'cpu_s'):.2f}x"
+            )
+    info = quotient(variants, "snap_zstd", "pg_dump")
     if info is not None:
         say(f"info: snapmgr snapshot (zstd) / pg_dump > /dev/null = {info:.2f}x, "
             f"file {fmt_size(variants['snap_zstd'].size)}")  # fmt: skip
@@ -577,12 +758,17 @@ def report(variants: dict[str, Variant], args: argparse.Namespace) -> dict[str, 
         "rows": args.rows,
         "rss_rows": args.rss_rows,
         "rounds": args.rounds,
+        "pairs": args.pairs,
+        "cpu": cpu_model(),
         "variants": {
             key: {
                 "title": v.title,
                 "seconds": [s.seconds for s in v.samples],
+                "user_s": [s.user_s for s in v.samples],
+                "sys_s": [s.sys_s for s in v.samples],
                 "rss_kb": [s.rss_kb for s in v.samples],
                 "median_s": v.median(),
+                "median_cpu_s": v.median_of("cpu_s"),
                 "size": v.size,
                 "skipped": v.skipped,
                 "failed": v.failed,
@@ -605,12 +791,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(default rows/4; 0 to skip)",
     )
     parser.add_argument("--rounds", type=int, help="alternating rounds (default 3; --quick 1)")
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=0,
+        help="instead of rounds: run each snapmgr variant next to its baseline N times "
+        "(order flipped each time) and report the median of the per-pair ratios",
+    )
     parser.add_argument("--quick", action="store_true", help="small and fast: a smoke run")
     parser.add_argument(
         "--only",
         type=lambda text: set(text.split(",")),
-        help="measure only these variants (comma-separated keys: pg_dump, script, snap_gzip, "
-        "snap_zstd, snap_age, psql_restore, snap_restore, snap_gzip_rss)",
+        help="measure only these variants (comma-separated keys: startup, pg_dump, script, "
+        "snap_gzip, snap_zstd, snap_age, psql_restore, snap_restore, pagila_script, pagila_snap, "
+        "snap_gzip_rss)",
+    )
+    parser.add_argument(
+        "--pagila",
+        type=Path,
+        default=PAGILA_DIR,
+        help=f"the Pagila sample's directory, the small database (default {PAGILA_DIR})",
     )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--work-dir", type=Path, help="where dumps go (default: a temp dir)")
@@ -626,6 +826,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.rounds = 1 if args.quick else 3
     if args.rss_rows is None:
         args.rss_rows = max(args.rows // 4, 1000)
+    if args.pairs:
+        args.rss_rows = 0  # pairs measure ratios; the RSS flatness run belongs to rounds
     return args
 
 
@@ -635,6 +837,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if shutil.which(tool) is None:
             say(f"error: {tool} is not on PATH (install the PostgreSQL client and gzip)")
             return 2
+    say(f"CPU: {cpu_model()}")
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         if args.work_dir:

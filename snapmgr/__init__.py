@@ -2,11 +2,10 @@
 
 The public API is :class:`snapmgr.manager.SnapshotManager`; the CLI is a thin
 layer over it.
+
+The version is written here, not read from the installed metadata: importing
+``importlib.metadata`` costs more than the rest of ``snapmgr --version``, and
+pyproject.toml takes its version from this line.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("snapmgr")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+source"
+__version__ = "0.1.0"

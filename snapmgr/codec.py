@@ -24,12 +24,14 @@ COMPRESSIONS = ("gzip", "zstd", "none")
 DEFAULT_LEVELS = {"gzip": 2, "zstd": 3, "none": None}
 LEVEL_RANGES = {"gzip": (0, 3), "zstd": (1, 22)}
 READ_CHUNK = 1 << 20
+#: What (de)compressors accept: snapshot and verify hand them views of larger chunks.
+Buffer = bytes | bytearray | memoryview
 
 
 class Compressor(Protocol):
     """Turns raw SQL chunks into stored bytes."""
 
-    def compress(self, data: bytes) -> bytes: ...
+    def compress(self, data: Buffer) -> bytes: ...
 
     def flush(self) -> bytes: ...
 
@@ -37,7 +39,7 @@ class Compressor(Protocol):
 class Decompressor(Protocol):
     """Turns stored bytes back into SQL; ``finish`` raises if the stream was cut."""
 
-    def decompress(self, data: bytes) -> bytes: ...
+    def decompress(self, data: Buffer) -> bytes: ...
 
     def finish(self) -> bytes: ...
 
@@ -59,14 +61,14 @@ def check_level(compression: str, level: int | None) -> int | None:
 
 
 class _Identity:
-    def compress(self, data: bytes) -> bytes:
-        return data
+    def compress(self, data: Buffer) -> bytes:
+        return bytes(data)  # never hand on a caller's (reusable) buffer
 
     def flush(self) -> bytes:
         return b""
 
-    def decompress(self, data: bytes) -> bytes:
-        return data
+    def decompress(self, data: Buffer) -> bytes:
+        return bytes(data)
 
     def finish(self) -> bytes:
         return b""
@@ -76,7 +78,7 @@ class _GzipCompressor:
     def __init__(self, level: int) -> None:
         self._obj = isal_zlib.compressobj(level, isal_zlib.DEFLATED, GZIP_WBITS)
 
-    def compress(self, data: bytes) -> bytes:
+    def compress(self, data: Buffer) -> bytes:
         return bytes(self._obj.compress(data))
 
     def flush(self) -> bytes:
@@ -89,7 +91,7 @@ class _GzipDecompressor:
     def __init__(self) -> None:
         self._obj: Any = isal_zlib.decompressobj(GZIP_WBITS)
 
-    def decompress(self, data: bytes) -> bytes:
+    def decompress(self, data: Buffer) -> bytes:
         out = []
         while data:
             try:
@@ -115,7 +117,7 @@ class _ZstdCompressor:
 
         self._obj = zstandard.ZstdCompressor(level=level).compressobj()
 
-    def compress(self, data: bytes) -> bytes:
+    def compress(self, data: Buffer) -> bytes:
         return bytes(self._obj.compress(data))
 
     def flush(self) -> bytes:
@@ -130,7 +132,7 @@ class _ZstdDecompressor:
         self._obj: Any = zstandard.ZstdDecompressor().decompressobj()
         self._done = False
 
-    def decompress(self, data: bytes) -> bytes:
+    def decompress(self, data: Buffer) -> bytes:
         out = []
         while data:
             try:

@@ -78,6 +78,11 @@ class Section(NamedTuple):
 LineFilter = Callable[[bytes, "Section | None"], bytes]
 
 
+#: What the scanner reads: a snapshot feeds it pooled ``bytearray`` buffers
+#: (see :class:`snapmgr.pipeline.BufferPool`), a restore decompressed ``bytes``.
+Chunk = bytes | bytearray
+
+
 def parse_qualified_name(text: str) -> str | None:
     """``schema.table`` (unquoted) from the start of ``public."Odd ""x"" (a, b)``."""
     parts = split_qualified_name(text)
@@ -121,7 +126,7 @@ def split_qualified_name(text: str) -> list[str] | None:
     return parts
 
 
-def _find_copy_end(data: bytes, pos: int) -> int:
+def _find_copy_end(data: Chunk, pos: int) -> int:
     """Index of the ``\\.`` line after ``pos`` (not at ``pos`` itself), or -1.
 
     ``bytes.find`` of the 4-byte ``\\n\\\\.\\n`` runs at about 2 GB/s; ``memchr`` for a
@@ -164,7 +169,7 @@ class DumpScanner:
         self._rewrite = rewrite
         # A partial line waiting for the rest of its bytes: a schema line, or at
         # most ``\\.`` (a possible end-of-data marker) inside COPY data.
-        self._carry = b""
+        self._carry: Chunk = b""
         # Inside COPY data, in the middle of a row whose start was already passed on.
         self._midline = False
         self._copy_table: str | None = None
@@ -173,7 +178,7 @@ class DumpScanner:
         # COPY is only believed as the first statement of a table-data section, so a
         # function body quoting "COPY x FROM stdin;" cannot start a phantom data block.
         self._copy_allowed = False
-        self._copy_head: list[bytes] = []
+        self._copy_head: list[Chunk] = []
         # The line filter left out the COPY statement: leave out its data too.
         self._drop_copy = False
 
@@ -182,14 +187,14 @@ class DumpScanner:
         """True when the trailer has been seen and nothing but its tail followed it."""
         return self._trailer_ok and self._copy_table is None
 
-    def feed(self, chunk: bytes) -> bytes:
+    def feed(self, chunk: Chunk) -> bytes:
         """Scan ``chunk``; with ``rewrite`` return the bytes to pass on, else ``b""``.
 
         The chunk is never copied as a whole: a carried partial line is
         completed with the head of the chunk and scanned on its own first.
         """
         self.raw_size += len(chunk)
-        out: list[bytes] = []
+        out: list[Chunk] = []
         pos = 0
         if self._carry:
             nl = chunk.find(b"\n")
@@ -201,21 +206,21 @@ class DumpScanner:
                 head, self._carry, self._midline = self._carry + chunk, b"", True
                 if self._hash is not None:
                     self._hash.update(head)
-                return head if self._rewrite and not self._drop_copy else b""
+                return bytes(head) if self._rewrite and not self._drop_copy else b""
             head, self._carry = self._carry + chunk[: nl + 1], b""
             self._scan(head, 0, out)
             pos = nl + 1
         self._scan(chunk, pos, out)
         return b"".join(out) if self._rewrite else b""
 
-    def _scan(self, data: bytes, pos: int, out: list[bytes]) -> None:
+    def _scan(self, data: Chunk, pos: int, out: list[Chunk]) -> None:
         while pos < len(data):
             if self._copy_table is not None:
                 pos = self._scan_copy(data, pos, out)
             else:
                 pos = self._scan_sql(data, pos, out)
 
-    def _scan_copy(self, data: bytes, pos: int, out: list[bytes]) -> int:
+    def _scan_copy(self, data: Chunk, pos: int, out: list[Chunk]) -> int:
         """Count rows up to the ``\\.`` line; returns where the scan stopped."""
         assert self._copy_table is not None
         at_line_start = not self._midline
@@ -248,17 +253,17 @@ class DumpScanner:
         self._hash = None
         return end + len(COPY_END)
 
-    def _hash_payload(self, data: bytes, start: int, end: int) -> None:
+    def _hash_payload(self, data: Chunk, start: int, end: int) -> None:
         if self._hash is not None and end > start:
             self._hash.update(memoryview(data)[start:end])
 
-    def _scan_sql(self, data: bytes, pos: int, out: list[bytes]) -> int:
+    def _scan_sql(self, data: Chunk, pos: int, out: list[Chunk]) -> int:
         """Handle one schema line; a partial line is kept for the next chunk."""
         nl = data.find(b"\n", pos)
         if nl < 0:
             self._carry = data[pos:]
             return len(data)
-        line = data[pos:nl]
+        line = bytes(data[pos:nl])  # schema lines are short; a snapshot reuses its buffers
         keep = self._see_line(line)
         if self._rewrite and keep:
             if self._filter is None:
@@ -301,7 +306,7 @@ class DumpScanner:
         ):
             self.owners.setdefault(section.owner, set()).add(section.owner_key())
 
-    def _see_copy_line(self, line: bytes) -> None:
+    def _see_copy_line(self, line: Chunk) -> None:
         """Collect a COPY statement (a quoted column name may hold a newline)."""
         self._copy_head.append(line)
         if not line.endswith(COPY_TAIL):
@@ -319,12 +324,12 @@ class DumpScanner:
 
     def finish(self) -> bytes:
         """Process an unterminated last line; with ``rewrite`` return it to pass on."""
-        tail, self._carry = self._carry, b""
+        tail, self._carry = bytes(self._carry), b""
         if tail and self._copy_table is None:
             self._see_line(tail)
             if self._rewrite and self._filter:
                 return self._filter(tail, self.section).removesuffix(b"\n")
-        return tail if self._rewrite else b""
+        return bytes(tail) if self._rewrite else b""
 
     def incomplete_reason(self) -> str | None:
         """Why the stream so far is not a complete dump, or ``None`` if it is."""

@@ -59,7 +59,8 @@ from snapmgr.prune import (
     plan_prune,
 )
 from snapmgr.rekey import RekeyResult, rekey_entry
-from snapmgr.restore import DEFAULT_LOCK_TIMEOUT_S, RestoreOptions, RestoreResult, restore_entry
+from snapmgr.restore import RestoreOptions, RestoreResult, restore_entry
+from snapmgr.restore_sql import DEFAULT_LOCK_TIMEOUT_S
 from snapmgr.retention import EmptyPolicyError
 from snapmgr.snapshot import SnapshotRequest, SnapshotResult, take_snapshot
 from snapmgr.verify import VerifyResult, verify_all_copies
@@ -117,6 +118,8 @@ class SnapshotManager:
         )
 
     def connection(self) -> ConnInfo:
+        from snapmgr.postgres import ConnInfo
+
         return ConnInfo.parse(self.config.database_url)
 
     def snapshot(
@@ -275,6 +278,8 @@ class SnapshotManager:
 
     def verify(self, ref: str) -> list[VerifyResult]:
         """Re-read every copy of ``ref`` and check it against its manifest."""
+        from snapmgr.verify import verify_all_copies
+
         entry = self.find(ref)
         return verify_all_copies(entry, self._keyring_for([entry]))
 
@@ -318,6 +323,7 @@ class SnapshotManager:
 
     def retention_policy(self, flags: Mapping[str, object] | None = None) -> PolicyChoice:
         """The policy from ``--keep-*`` values if any is set, else the ``[retention]`` config."""
+
         return choose_policy(self.config, flags or {})
 
     def plan_prune(
@@ -331,6 +337,7 @@ class SnapshotManager:
 
         Raises ``SafetyRefusal`` for an empty policy.
         """
+
         choice = choice or self.retention_policy()
         try:
             return plan_prune(
@@ -354,11 +361,13 @@ class SnapshotManager:
 
         Stores that failed are listed in the result (the CLI exits 5).
         """
+
         return execute_plan(plan, dry_run=dry_run)
 
     def delete(self, snapshot_id: str) -> tuple[Entry, Deletion]:
         """Delete one snapshot (by ID, not ``latest``) from every store holding it,
         manifest first. A pinned snapshot is refused (``SafetyRefusal``)."""
+
         if snapshot_id == LATEST:
             raise UsageError("delete needs the snapshot's ID, not `latest`; see `snapmgr list`")
         entry = self.find(snapshot_id)

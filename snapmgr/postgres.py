@@ -4,7 +4,9 @@ The password is split off the connection string at parse time and only ever
 handed to children through ``PGPASSWORD`` in their environment, never in
 argv (visible in ``/proc/PID/cmdline``), a log line or an error message.
 psycopg is used for the fast pre-flight check and for catalog queries;
-pg_dump and psql do the bulk work.
+pg_dump and psql do the bulk work. psycopg is imported on first use (it
+takes longer to import than the rest of snapmgr), so commands that never
+parse a database URL or connect do not pay for it.
 """
 
 from __future__ import annotations
@@ -17,15 +19,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from glob import glob
 from pathlib import Path
-from typing import Any
-
-import psycopg
-from psycopg import conninfo as pg_conninfo
-from psycopg import sql
+from typing import TYPE_CHECKING, Any
 
 from snapmgr.errors import DatabaseError, DumpError, UsageError
 from snapmgr.manifest import DumpContent
 from snapmgr.redact import redact_url, scrub
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg import sql
 
 CONNECT_TIMEOUT_S = 10
 #: A plain dump that also restores by hand over an existing database
@@ -70,6 +72,9 @@ class ConnInfo:
                 "no database given: set DATABASE_URL (postgresql://user:pass@host:5432/db) "
                 "or pass --database-url"
             )
+        import psycopg
+        from psycopg import conninfo as pg_conninfo
+
         try:
             params = pg_conninfo.conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
@@ -106,6 +111,8 @@ class ConnInfo:
 
     def conninfo(self, **overrides: str) -> str:
         """A libpq conninfo string without the password, safe for argv."""
+        from psycopg import conninfo as pg_conninfo
+
         return pg_conninfo.make_conninfo(**{**self.params, **overrides})
 
     def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -126,6 +133,8 @@ class ConnInfo:
 
     def connect(self, **overrides: str) -> psycopg.Connection[Any]:
         """A psycopg connection, with libpq's errors turned into one actionable line."""
+        import psycopg
+
         kwargs: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S}
         if self.password is not None:
             kwargs["password"] = self.password
@@ -329,4 +338,6 @@ def pattern_literal(parts: tuple[str, ...]) -> str:
 
 def quote_ident(*parts: str) -> sql.Composable:
     """A safely quoted, dotted identifier for psycopg queries."""
+    from psycopg import sql
+
     return sql.Identifier(*parts)

@@ -28,6 +28,7 @@ from typing import IO
 
 import xxhash
 
+from snapmgr.pipeline import PIPE_SIZE, enlarge_pipe, stdio_blocks
 from snapmgr.postgres import ConnInfo, Tool
 from snapmgr.redact import scrub
 
@@ -58,11 +59,11 @@ class PsqlSession:
         env = conn.child_env()
         env.setdefault("PGAPPNAME", APPLICATION_NAME)
         self.proc = subprocess.Popen(
-            [
+            stdio_blocks([
                 tool.path, "--no-psqlrc", "--no-password", "--quiet", "--no-align",
                 "--tuples-only", "--set=ON_ERROR_STOP=1", "--set=AUTOCOMMIT=off",
                 f"--dbname={conn.conninfo()}",
-            ],
+            ], "input", PIPE_SIZE),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -71,6 +72,7 @@ class PsqlSession:
             start_new_session=True,  # our signals and our death must not reach it
         )  # fmt: skip
         assert self.proc.stdin is not None
+        enlarge_pipe(self.proc.stdin.fileno())  # with 1 MiB reads: few wake-ups both ways
         self._stdin: IO[bytes] | None = self.proc.stdin
         self._readers = [
             threading.Thread(target=self._read_stdout, name="psql-stdout", daemon=True),

@@ -5,13 +5,16 @@ third-party ones (see pyproject.toml), so a plugin package adds a kind without
 touching this repository. Loading is lazy: listing kinds imports nothing, and
 boto3 or fsspec are imported only when a store of that kind is opened. A
 backend whose library is missing fails with a one-line install hint.
+
+A built-in kind is opened without reading the environment's entry points
+(importing ``importlib.metadata`` and scanning every installed package costs
+more than the rest of a small command); plugins are looked up for other kinds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any, cast
 
 from backends.base import Backend, BackendFactory
@@ -41,6 +44,8 @@ class BackendEntry:
 
 def available() -> dict[str, BackendEntry]:
     """Every backend kind known to this environment, built-in and plugins."""
+    from importlib.metadata import entry_points
+
     found = {kind: BackendEntry(kind, target) for kind, target in _BUILTIN.items()}
     for ep in entry_points(group=GROUP):
         found[ep.name] = BackendEntry(ep.name, ep.value)
@@ -62,6 +67,8 @@ def _load(entry: BackendEntry) -> BackendFactory:
 
 def open_backend(kind: str, url: str, options: Mapping[str, Any]) -> Backend:
     """Instantiate the backend ``kind`` for ``url`` with its option table."""
+    if kind in _BUILTIN:
+        return _load(BackendEntry(kind, _BUILTIN[kind]))(url, options)
     kinds = available()
     if kind not in kinds:
         known = ", ".join(sorted(kinds))

@@ -62,6 +62,7 @@ from snapmgr.restore_sql import (
     ARM_AND_COMMIT,
     BEGIN,
     COUNTS_SETUP,
+    DEFAULT_LOCK_TIMEOUT_S,
     FENCE,
     LOCK,
     counts_json,
@@ -73,7 +74,6 @@ from snapmgr.verify import CHUNK, StoredSql
 
 log = logging.getLogger("snapmgr")
 
-DEFAULT_LOCK_TIMEOUT_S = 30.0
 IN_DOUBT_WAIT_S = 30.0
 MAINTENANCE_DATABASES = ("postgres", "template1")
 _OTHER = " (restore another snapshot or copy: see `snapmgr list`)"

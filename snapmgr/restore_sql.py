@@ -24,6 +24,9 @@ from snapmgr.postgres import ROW_COUNTS_EXCLUDING_SQL
 #: pg_try_advisory_xact_lock key: "snapmgr" in ASCII. Advisory locks are per
 #: database, so this serialises restores into one database only.
 RESTORE_LOCK_KEY = 0x736E61706D6772
+#: How long the wipe waits for other sessions' locks (``--lock-timeout``). It lives
+#: here, not in restore.py, so the CLI can show it without importing psycopg.
+DEFAULT_LOCK_TIMEOUT_S = 30.0
 LOCK_WAIT_TRIES = 50  # x 0.1 s: lets an attempt that is still rolling back finish
 
 # A role's statement, idle or (PostgreSQL 17) transaction timeouts must not cut

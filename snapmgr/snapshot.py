@@ -21,7 +21,6 @@ manifest written (exclusively): its presence is the commit point.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import signal
@@ -32,7 +31,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import IO
 
 import psycopg
 
@@ -59,7 +57,16 @@ from snapmgr.manifest import (
     make_id,
     manifest_name,
 )
-from snapmgr.pipeline import Channel, Worker, join_all, read_pipe
+from snapmgr.pipeline import (
+    PIPE_SIZE,
+    BufferPool,
+    Channel,
+    Worker,
+    enlarge_pipe,
+    join_all,
+    read_pipe,
+    stdio_blocks,
+)
 from snapmgr.postgres import ConnInfo, ServerInfo, Tool, pg_dump_command
 from snapmgr.progress import Progress
 from snapmgr.redact import scrub
@@ -70,13 +77,15 @@ log = logging.getLogger("snapmgr")
 STOP_GRACE_S = 10.0  # how long an interrupted snapshot waits for its stages to stop
 CHUNK = 1 << 20  # 1 MiB: large enough that per-chunk Python overhead is noise
 RAW_QUEUE = 4
+# Compressed 256 KiB at a time, gzip's output pieces (about 95 KiB) stay under the
+# allocator's mmap threshold (128 KiB), so their memory is reused instead of being
+# mapped afresh for every chunk, a page fault per 4 KiB.
+COMPRESS_STEP = 256 << 10
 STORE_QUEUE = 16
 MAX_ID_ATTEMPTS = 100
 STDERR_TAIL = 64 * 1024
-PIPE_SIZE = 1 << 20  # the most an unprivileged process may ask for (pipe-max-size)
 PIPE_LOW_WATER = 256 << 10  # read once this much waits in the pipe ...
 PIPE_NAP_S = 0.001  # ... else nap this long first (1 MiB pipe: ample at 1 GB/s)
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
 @dataclass(frozen=True)
@@ -166,11 +175,6 @@ def _check_manifest_free(store: Store, snapshot_id: str) -> None:
     raise IdTakenError(f"snapshot {snapshot_id} already exists in {store.describe()}")
 
 
-def _enlarge_pipe(stream: IO[bytes]) -> None:
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(stream.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
-
-
 class DumpRun:
     """One pg_dump child, its stderr tail, and the streaming stages around it."""
 
@@ -182,14 +186,20 @@ class DumpRun:
         self.cancel = cancel
         self.scanner = DumpScanner(fingerprint=True)
         self.digest = Digest()
-        self.raw: Channel[bytes] = Channel(RAW_QUEUE, self.cancel)
+        self.raw: Channel[bytearray] = Channel(RAW_QUEUE, self.cancel)
+        # Queued chunks, plus the one being compressed and the one being read.
+        self.buffers = BufferPool(RAW_QUEUE + 2, CHUNK, self.cancel)
         #: Compressed chunks on their way to the encryptor (``None``: not encrypted).
         self.sealing: Channel[bytes] | None = (
             Channel(RAW_QUEUE, self.cancel) if request.recipients else None
         )
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
-            pg_dump_command(request.pg_dump, request.conn, request.content),
+            stdio_blocks(
+                pg_dump_command(request.pg_dump, request.conn, request.content),
+                "output",
+                PIPE_SIZE,
+            ),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -197,13 +207,13 @@ class DumpRun:
             start_new_session=True,  # our signal handling decides when it stops
         )
         assert self.proc.stdout is not None
-        _enlarge_pipe(self.proc.stdout)
+        enlarge_pipe(self.proc.stdout.fileno(), PIPE_SIZE)
 
     def read_stage(self) -> None:
         """pg_dump stdout → scanner → raw channel."""
         stdout = self.proc.stdout
         assert stdout is not None
-        for chunk in read_pipe(stdout.fileno(), CHUNK, PIPE_LOW_WATER, PIPE_NAP_S):
+        for chunk in read_pipe(stdout.fileno(), self.buffers.take, PIPE_LOW_WATER, PIPE_NAP_S):
             self.scanner.feed(chunk)
             self.raw.put(chunk)
         self.scanner.finish()
@@ -214,7 +224,10 @@ class DumpRun:
         comp = compressor(self.request.compression, self.request.level)
         emit = self._fan_out if self.sealing is None else self._to_encryptor
         for chunk in self.raw:
-            emit(comp.compress(chunk))
+            with memoryview(chunk) as view:
+                for start in range(0, len(chunk), COMPRESS_STEP):
+                    emit(comp.compress(view[start : start + COMPRESS_STEP]))
+            self.buffers.give(chunk)  # compressors copy what they keep
         emit(comp.flush())
         if self.sealing is None:
             self._close_targets()

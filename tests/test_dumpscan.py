@@ -92,6 +92,24 @@ def test_counts_are_independent_of_chunk_boundaries(cuts: list[int]) -> None:
     assert scanner.raw_size == len(DUMP)
 
 
+@settings(max_examples=300, derandomize=True)
+@given(st.lists(st.integers(min_value=0, max_value=len(DUMP)), max_size=12))
+def test_counts_from_a_reused_buffer_equal_counts_from_bytes(cuts: list[int]) -> None:
+    """A snapshot feeds pooled bytearrays that are overwritten once scanned: the
+    scanner must keep copies of what it carries over, never views of the buffer."""
+    scanner = DumpScanner()
+    buffer = bytearray()
+    last = 0
+    for cut in [*sorted(set(cuts)), len(DUMP)]:
+        buffer[:] = DUMP[last:cut]
+        scanner.feed(buffer)
+        buffer[:] = b"\\.\n" * len(buffer)  # garbage that would end any COPY block
+        last = cut
+    scanner.finish()
+    assert scanner.tables == EXPECTED
+    assert scanner.incomplete_reason() is None
+
+
 @settings(max_examples=200, derandomize=True)
 @given(st.lists(st.integers(min_value=0, max_value=len(DUMP)), max_size=12))
 def test_rewrite_drops_only_the_blob_transaction(cuts: list[int]) -> None:

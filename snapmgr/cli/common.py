@@ -22,16 +22,20 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, NoReturn, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, get_type_hints
 
 import typer
-from rich.console import Console
 
 from snapmgr.cli import reporting
 from snapmgr.config import Config, load_config
 from snapmgr.errors import SnapmgrError
 from snapmgr.manager import SnapshotManager
 from snapmgr.redact import scrub, service_url_secrets, url_secrets
+
+if TYPE_CHECKING:  # both are imported by the commands that use them
+    from rich.console import Console
+
+    from snapmgr.manager import SnapshotManager
 
 log = logging.getLogger("snapmgr")
 EXIT_INTERRUPTED = 130
@@ -105,10 +109,14 @@ class Ctx:
         return self._config
 
     def manager(self) -> SnapshotManager:
+        from snapmgr.manager import SnapshotManager
+
         return SnapshotManager(self.config, self.stores, quiet=self.quiet)
 
     @property
     def out(self) -> Console:
+        from rich.console import Console
+
         # Off a terminal (logs, pipes) a wide fixed width keeps IDs unbroken.
         return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 

@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from snapmgr.cli.common import Ctx, command
-from snapmgr.demo import run_demo
 
 app = typer.Typer()
 
@@ -20,5 +19,7 @@ def demo(
     ] = False,
 ) -> int:
     """Snapshot, break and restore a sample database on a throwaway local cluster."""
+    from snapmgr.demo import run_demo  # a cluster, psycopg...: only for this command
+
     run_demo(lambda line: print(line, flush=True), builtin_sample)
     return 0

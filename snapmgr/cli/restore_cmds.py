@@ -17,7 +17,11 @@ from snapmgr.cli.snapshot_cmds import IdentityFileOpt, NoLockOpt, WaitOpt
 from snapmgr.deploylock import reuse_window, wait_seconds
 from snapmgr.guard import GuardResult
 from snapmgr.redact import redact_url
-from snapmgr.restore import DEFAULT_LOCK_TIMEOUT_S, RestoreResult
+from snapmgr.restore_sql import DEFAULT_LOCK_TIMEOUT_S
+
+if TYPE_CHECKING:
+    from snapmgr.guard import GuardResult
+    from snapmgr.restore import RestoreResult
 
 if TYPE_CHECKING:
     from snapmgr.drill_record import DrillRecord

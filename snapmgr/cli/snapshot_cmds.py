@@ -7,7 +7,6 @@ import logging
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from snapmgr.catalog import Entry
 from snapmgr.cli import reporting
@@ -172,6 +171,8 @@ def list_snapshots(ctx: Ctx) -> int:
     if not entries:
         log.info("no committed snapshots")
         return 0
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False)
     for column in (
         "ID",

@@ -1,0 +1,85 @@
+"""The typer application: the root options and every command group, collected.
+
+Each command group lives in its own module of :mod:`snapmgr.cli` named
+``*_cmds`` (or ``*_cmd``) with a module-level ``app = typer.Typer()`` on which
+it registers commands through :func:`snapmgr.cli.common.command`; this module
+collects them all.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+from typing import Annotated
+
+import typer
+
+import snapmgr.cli
+from snapmgr.cli import VERSION_LINE
+
+app = typer.Typer(
+    name="snapmgr",
+    help="Verified, compressed PostgreSQL snapshots: snapshot, restore, prune, guard.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(VERSION_LINE)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Verified, compressed PostgreSQL snapshots: snapshot, restore, prune, guard."""
+
+
+def _collect() -> None:
+    for module in sorted(pkgutil.iter_modules(snapmgr.cli.__path__), key=lambda m: m.name):
+        if module.name.endswith(("_cmds", "_cmd")):
+            group = importlib.import_module(f"snapmgr.cli.{module.name}")
+            app.registered_commands.extend(group.app.registered_commands)
+
+
+_collect()
+
+
+def main() -> None:
+    """Run the application on ``sys.argv``.
+
+    A command-line mistake (unknown option, bad or missing value) is one line
+    on stderr and exit 2, like every other failure, instead of click's usage
+    block and boxed message.
+    """
+    try:
+        code = app(standalone_mode=False)
+    except _CLICK_ERROR as exc:
+        if type(exc).__name__ != "NoArgsIsHelpError":  # the help text is already shown
+            sys.stderr.write(f"snapmgr: error: {_one_line(exc)}\n")
+        sys.exit(getattr(exc, "exit_code", 2))
+    except typer.Abort:
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+# typer re-exports only BadParameter; its base is every click usage error
+# (click's own, or the copy newer typers vendor).
+_CLICK_ERROR: type[Exception] = next(
+    cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException"
+)
+
+
+def _one_line(exc: Exception) -> str:
+    message = " ".join(str(getattr(exc, "format_message", exc.__str__)()).split()).rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    return f"{message}; see `{ctx.command_path} --help`" if ctx is not None else message
