@@ -32,7 +32,7 @@ from typing import Any, BinaryIO, cast
 import fsspec
 import fsspec.core
 
-from backends.base import ObjectInfo, check_options, translating_reader
+from snapmgr.backends.base import ObjectInfo, check_options, translating_reader
 from snapmgr.errors import ConfigError, IdTakenError, NotFoundError, SnapmgrError, StorageError
 from snapmgr.redact import redact_url
 

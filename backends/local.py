@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlparse
 
-from backends.base import ObjectInfo, check_options
+from snapmgr.backends.base import ObjectInfo, check_options
 from snapmgr.errors import IdTakenError, NotFoundError, StorageError
 
 FILE_MODE = 0o600

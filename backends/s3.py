@@ -40,7 +40,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from backends.base import ObjectInfo, check_options, translating_reader
+from snapmgr.backends.base import ObjectInfo, check_options, translating_reader
 from snapmgr.errors import (
     ConfigError,
     IdTakenError,

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from backends.base import Backend, ObjectInfo
+from snapmgr.backends.base import Backend, ObjectInfo
 from snapmgr.config import Config, StoreConfig
 from snapmgr.errors import NotFoundError, SnapmgrError, StorageError, VerificationError
 from snapmgr.manifest import Manifest, manifest_name, split_object_name, validate_id

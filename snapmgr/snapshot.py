@@ -33,8 +33,8 @@ from typing import IO
 
 import psycopg
 
-from backends.base import Writer
 from snapmgr import __version__
+from snapmgr.backends.base import Writer
 from snapmgr.catalog import Store
 from snapmgr.codec import Digest, compressor
 from snapmgr.dumpscan import DumpScanner

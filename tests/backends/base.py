@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from backends.base import Backend, Writer
+from snapmgr.backends.base import Backend, Writer
 from snapmgr.errors import IdTakenError, NotFoundError, StorageError
 
 MIB = 1 << 20

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import fsspec
 import pytest
 
-from backends.base import Backend
+from snapmgr.backends.base import Backend
 from snapmgr.registry import kind_for_url, open_backend
 from tests.backends.base import BackendConformance, MakeBackend
 

@@ -13,7 +13,7 @@ import fsspec
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
-from backends.fsspec_store import FsspecBackend
+from snapmgr.backends.fsspec_store import FsspecBackend
 from snapmgr.config import load_config
 from snapmgr.errors import ConfigError, StorageError
 from snapmgr.registry import kind_for_url, open_backend

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from backends.fsspec_store import FsspecBackend
+from snapmgr.backends.fsspec_store import FsspecBackend
 from snapmgr.errors import IdTakenError
 from snapmgr.registry import kind_for_url, open_backend
 from tests.backends.base import BackendConformance, MakeBackend, read_all

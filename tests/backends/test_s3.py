@@ -14,7 +14,7 @@ import botocore.exceptions
 import pytest
 from moto import mock_aws
 
-from backends.s3 import (
+from snapmgr.backends.s3 import (
     DEFAULT_PART_SIZE,
     GIB,
     MAX_PART_SIZE,
