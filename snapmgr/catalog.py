@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from snapmgr.backends.base import Backend, ObjectInfo
+from snapmgr.backends.base import Backend, ObjectInfo, is_in_progress_name
 from snapmgr.config import Config, StoreConfig
 from snapmgr.errors import NotFoundError, SnapmgrError, StorageError, VerificationError
 from snapmgr.manifest import Manifest, manifest_name, split_object_name, validate_id
@@ -144,8 +144,9 @@ def resolve(stores: list[Store], ref: str) -> Entry:
 
 
 def is_temp_name(name: str) -> bool:
-    """A backend's in-progress temp object (local stores write ``.<name>.<rand>.partial``)."""
-    return name.startswith(".") and name.endswith(".partial")
+    """A temp object named by the backends' scheme (``in_progress_name``): also the
+    core's own, such as doctor's write probe, which no listing flags."""
+    return is_in_progress_name(name)
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,6 @@ def orphans(store: Store) -> list[Orphan]:
         uncommitted_dump = bool(
             parsed and parsed[1] in ("dump", "drill") and parsed[0] not in committed
         )
-        if uncommitted_dump or is_temp_name(info.name):
+        if uncommitted_dump or info.in_progress or is_temp_name(info.name):
             result.append(Orphan(store, info))
     return result

@@ -91,6 +91,45 @@ class BackendConformance(BackendFixtures):
         assert isinstance(writer, Writer)
         writer.abort()
 
+    def test_in_progress_objects_are_hidden_or_flagged(
+        self, backend: Backend, big_size: int
+    ) -> None:
+        """Until commit, a write shows in the listing only as ``in_progress`` entries
+        (or as its reserved, final name); afterwards no such entry remains."""
+        backend.put_bytes("keep.json", b"{}")
+        writer = backend.open_writer("staged.sql.gz", size_hint=big_size)
+        data = os.urandom(big_size)
+        for start in range(0, big_size, MIB):
+            writer.write(data[start : start + MIB])
+        during = list(backend.list_objects())
+        assert {i.name for i in during if not i.in_progress} <= {"keep.json", "staged.sql.gz"}
+        writer.commit()
+        after = list(backend.list_objects())
+        assert not [i.name for i in after if i.in_progress]
+        assert sorted(i.name for i in after) == ["keep.json", "staged.sql.gz"]
+        writer = backend.open_writer("dropped.sql.gz")
+        writer.write(data[:MIB])
+        writer.abort()
+        assert names(backend) == ["keep.json", "staged.sql.gz"]
+
+    def test_writer_refuses_use_after_close(self, backend: Backend) -> None:
+        writer = backend.open_writer("once.sql")
+        writer.write(b"x")
+        writer.commit()
+        with pytest.raises(StorageError, match="after it was closed"):
+            writer.write(b"y")
+        with pytest.raises(StorageError, match="after it was closed"):
+            writer.commit()
+        writer.abort()  # after commit: nothing to undo, no error
+        assert read_all(backend, "once.sql") == b"x"
+
+    def test_close_is_safe_twice(self, make_backend: MakeBackend) -> None:
+        backend = make_backend()
+        backend.put_bytes("a.json", b"{}")
+        backend.close()
+        backend.close()
+        assert names(make_backend()) == ["a.json"]
+
     def test_write_commit_read_round_trip(self, backend: Backend) -> None:
         data = os.urandom(3 * MIB + 123)
         write_all(backend, "snap_20250101_000000.sql.gz", data, chunk=256 * 1024)
