@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from snapmgr.backends.fsspec_store import FsspecBackend
+from snapmgr.backends.testing import BackendConformance, MakeBackend
 from snapmgr.registry import kind_for_url, open_backend
-from tests.backends.base import BackendConformance, MakeBackend
 
 
 class TestFsspecFile(BackendConformance):
