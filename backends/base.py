@@ -10,12 +10,26 @@ validated by the core; backends never see a path separator in a name.
 Every backend raises only snapmgr errors: ``NotFoundError`` for a missing
 object, ``IdTakenError`` when an exclusive create finds the name taken, and
 ``StorageError`` for anything else, with the library's exception chained.
+
+In-progress objects are hidden: a write that has not committed (or whose
+writer was killed) is never listed as an ordinary object. Either it stays out
+of ``list_objects`` (an fsspec temp file elsewhere), or it is listed with
+``ObjectInfo.in_progress`` set (a local temp file, an unfinished S3 multipart
+upload), so the catalog treats it as an orphan that prune removes after
+``orphan_grace``, never as part of a snapshot. :func:`in_progress_name` gives
+such staged objects one naming scheme; the flag, not the name, is the contract.
+The only exception is the final name itself, which a backend that cannot hide
+it may reserve (empty) until ``commit`` or ``abort``.
+
+A backend holds clients or sessions; ``close`` releases them and
+``SnapshotManager.close`` (or leaving ``with SnapshotManager(...)``) calls it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +43,23 @@ class ObjectInfo:
     name: str
     size: int
     modified: datetime
+    #: A write still in progress, or one a killed writer left behind (a temp
+    #: file, an unfinished multipart upload): never part of a snapshot.
+    in_progress: bool = False
+
+
+IN_PROGRESS_SUFFIX = ".partial"
+
+
+def in_progress_name(name: str, token: str, sep: str = ".") -> str:
+    """The name a write of ``name`` is staged under where the listing shows it:
+    a leading dot hides it from ``ls``, ``token`` keeps concurrent writers apart."""
+    return f".{name}{sep}{token}{IN_PROGRESS_SUFFIX}"
+
+
+def is_in_progress_name(name: str) -> bool:
+    """Whether ``name`` was made by :func:`in_progress_name`."""
+    return name.startswith(".") and name.endswith(IN_PROGRESS_SUFFIX)
 
 
 @runtime_checkable
@@ -74,6 +105,54 @@ class Backend(Protocol):
 
     def delete(self, names: list[str]) -> None:
         """Delete the named objects; missing ones are ignored."""
+
+    def close(self) -> None:
+        """Release clients and sessions; safe to call twice. Not used afterwards."""
+
+
+class WriterBase(ABC):
+    """An optional base for writers: the closed-state rules, once.
+
+    ``write`` or ``commit`` after the writer closed is a ``StorageError``;
+    ``abort`` after it closed does nothing. Subclasses implement ``_write``,
+    ``_commit`` (which may call ``abort`` on failure) and ``_abort``.
+    """
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            raise _storage_error(f"write to {self.where} after it was closed")
+        self._write(data)
+
+    def commit(self) -> None:
+        if self.closed:
+            raise _storage_error(f"commit of {self.where} after it was closed")
+        self._commit()
+        self.closed = True
+
+    def abort(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._abort()
+
+    @abstractmethod
+    def _write(self, data: bytes) -> None: ...
+
+    @abstractmethod
+    def _commit(self) -> None: ...
+
+    @abstractmethod
+    def _abort(self) -> None: ...
+
+
+def _storage_error(message: str) -> Exception:
+    from snapmgr.errors import StorageError
+
+    return StorageError(message)
 
 
 class BackendFactory(Protocol):

@@ -32,7 +32,7 @@ from typing import Any, BinaryIO, cast
 import fsspec
 import fsspec.core
 
-from backends.base import ObjectInfo, check_options, translating_reader
+from snapmgr.backends.base import ObjectInfo, WriterBase, check_options, translating_reader
 from snapmgr.errors import ConfigError, IdTakenError, NotFoundError, SnapmgrError, StorageError
 from snapmgr.redact import redact_url
 
@@ -85,14 +85,15 @@ def _as_datetime(value: Any) -> datetime | None:
     return None
 
 
-class FsspecWriter:
+class FsspecWriter(WriterBase):
     """One create of ``path`` through an fsspec file opened with ``autocommit=False``."""
 
     def __init__(self, backend: FsspecBackend, path: str, *, exclusive: bool) -> None:
+        super().__init__(backend.fs.unstrip_protocol(path))
         self._backend = backend
         self._fs = backend.fs
         self._path = path
-        self._where = self._fs.unstrip_protocol(path)
+        self._where = self.where
         self._exclusive = exclusive
         self._conditional = exclusive and backend.conditional_commit
         mode = "xb" if self._conditional else "wb"
@@ -106,19 +107,14 @@ class FsspecWriter:
         self._hidden = getattr(self._file, "autocommit", None) is False or hasattr(
             self._file, "temppath"
         )
-        self._done = False
 
-    def write(self, data: bytes) -> None:
-        if self._done:
-            raise StorageError(f"write to {self._where} after it was closed")
+    def _write(self, data: bytes) -> None:
         try:
             self._file.write(data)
         except Exception as exc:
             raise translate(exc, "write", self._where) from exc
 
-    def commit(self) -> None:
-        if self._done:
-            raise StorageError(f"commit of {self._where} after it was closed")
+    def _commit(self) -> None:
         try:
             self._file.close()
             if self._hidden:
@@ -130,9 +126,7 @@ class FsspecWriter:
             raise translate(exc, "store", self._where) from exc
         self._finish()
 
-    def abort(self) -> None:
-        if self._done:
-            return
+    def _abort(self) -> None:
         # Close before discard, the order fsspec transactions use: closing may
         # flush (s3fs then starts the multipart upload that discard aborts).
         with contextlib.suppress(Exception):
@@ -146,7 +140,6 @@ class FsspecWriter:
         self._finish()
 
     def _finish(self) -> None:
-        self._done = True
         # fs.open(autocommit=False) also enrols the file in the filesystem's
         # (shared, cached) transaction; a later `with fs.transaction` must not
         # commit or discard it a second time.
@@ -278,6 +271,13 @@ class FsspecBackend:
                 continue
             path = self.path(name)
             yield ObjectInfo(name, int(entry.get("size") or 0), self._modified(path, entry))
+
+    def close(self) -> None:
+        """Forget this location's cached listings. The filesystem instance itself
+        is fsspec's, cached and shared by every backend with the same options,
+        so it stays open; fsspec closes its sessions when the process exits."""
+        with contextlib.suppress(Exception):
+            self.fs.invalidate_cache(self.root)
 
     def delete(self, names: list[str]) -> None:
         for start in range(0, len(names), DELETE_BATCH):

@@ -20,12 +20,17 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlparse
 
-from backends.base import ObjectInfo, check_options
+from snapmgr.backends.base import (
+    ObjectInfo,
+    WriterBase,
+    check_options,
+    in_progress_name,
+    is_in_progress_name,
+)
 from snapmgr.errors import IdTakenError, NotFoundError, StorageError
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
-TEMP_PREFIX = "."
 
 
 def _storage_error(action: str, path: Path, exc: OSError) -> StorageError:
@@ -49,13 +54,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class LocalWriter:
+class LocalWriter(WriterBase):
     """Streams into a temp file; ``commit`` fsyncs and renames it into place."""
 
     def __init__(self, final: Path) -> None:
+        super().__init__(str(final))
         self._final = final
-        self._temp = final.with_name(f"{TEMP_PREFIX}{final.name}.{secrets.token_hex(4)}.partial")
-        self._file: BinaryIO | None = None
+        self._temp = final.with_name(in_progress_name(final.name, secrets.token_hex(4)))
         try:
             os.close(os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
         except FileExistsError as exc:
@@ -64,41 +69,32 @@ class LocalWriter:
             raise _storage_error("create", final, exc) from exc
         try:
             fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-            self._file = os.fdopen(fd, "wb", buffering=0)
+            self._file: BinaryIO = os.fdopen(fd, "wb", buffering=0)
         except OSError as exc:
             self._unlink(final)
             raise _storage_error("create", self._temp, exc) from exc
 
-    def write(self, data: bytes) -> None:
-        if self._file is None:
-            raise StorageError(f"write to {self._final} after it was closed")
+    def _write(self, data: bytes) -> None:
         try:
             self._file.write(data)
         except OSError as exc:
             raise _storage_error("write", self._final, exc) from exc
 
-    def commit(self) -> None:
-        if self._file is None:
-            raise StorageError(f"commit of {self._final} after it was closed")
+    def _commit(self) -> None:
         try:
             os.fsync(self._file.fileno())
             self._file.close()
-            self._file = None
             os.replace(self._temp, self._final)
             _fsync_dir(self._final.parent)
         except OSError as exc:
             self.abort()
-            self._unlink(self._temp)  # abort() skips files it thinks are already closed
-            self._unlink(self._final)
             raise _storage_error("commit", self._final, exc) from exc
 
-    def abort(self) -> None:
-        if self._file is not None:
-            with contextlib.suppress(OSError):
-                self._file.close()
-            self._file = None
-            self._unlink(self._temp)
-            self._unlink(self._final)
+    def _abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
+        self._unlink(self._temp)
+        self._unlink(self._final)
 
     @staticmethod
     def _unlink(path: Path) -> None:
@@ -143,7 +139,7 @@ class LocalBackend:
     def put_bytes(self, name: str, data: bytes, *, overwrite: bool = False) -> None:
         self._ensure_root()
         final = self.root / name
-        temp = final.with_name(f"{TEMP_PREFIX}{name}.{secrets.token_hex(4)}.partial")
+        temp = final.with_name(in_progress_name(name, secrets.token_hex(4)))
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
             with os.fdopen(fd, "wb") as handle:
@@ -196,7 +192,11 @@ class LocalBackend:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # removed while we listed: a concurrent prune or abort
-            yield ObjectInfo(entry.name, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+            modified = datetime.fromtimestamp(st.st_mtime, UTC)
+            yield ObjectInfo(entry.name, st.st_size, modified, is_in_progress_name(entry.name))
+
+    def close(self) -> None:
+        """Nothing to release: every call opens and closes its own files."""
 
     def delete(self, names: list[str]) -> None:
         for name in names:

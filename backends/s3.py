@@ -27,6 +27,7 @@ parts.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import re
 from collections import deque
@@ -40,7 +41,14 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from backends.base import ObjectInfo, check_options, translating_reader
+from snapmgr.backends.base import (
+    IN_PROGRESS_SUFFIX,
+    ObjectInfo,
+    WriterBase,
+    check_options,
+    in_progress_name,
+    translating_reader,
+)
 from snapmgr.errors import (
     ConfigError,
     IdTakenError,
@@ -66,7 +74,7 @@ MAX_PARTS = 10_000
 DEFAULT_CONCURRENCY = 4
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1,000 keys
 PENDING_MARK = "~"  # never in a snapshot object's name: separates the upload ID
-PENDING_SUFFIX = ".partial"  # with the leading dot, what the core takes for a temp object
+PENDING_SUFFIX = IN_PROGRESS_SUFFIX
 CHECKSUM_MODES = ("when_supported", "when_required")
 SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse")
 ADDRESSING_STYLES = ("auto", "virtual", "path")
@@ -324,11 +332,12 @@ OPTIONS = frozenset(
 )
 
 
-class S3Writer:
+class S3Writer(WriterBase):
     """One exclusive, streaming create of ``key``: buffered into parts, uploaded
     in parallel with bounded memory, completed conditionally or aborted."""
 
     def __init__(self, backend: S3Backend, key: str, plan: PartPlan) -> None:
+        super().__init__(backend.url_for(key))
         self._backend = backend
         self._client = backend.client
         self._bucket = backend.bucket
@@ -344,11 +353,8 @@ class S3Writer:
         self._parts: list[CompletedPartTypeDef] = []
         mode = getattr(self._client.meta.config, "request_checksum_calculation", None)
         self._checksum = mode != "when_required"
-        self._closed = False
 
-    def write(self, data: bytes) -> None:
-        if self._closed:
-            raise StorageError(f"write to {self._where} after it was closed")
+    def _write(self, data: bytes) -> None:
         self._buffer += data
         while len(self._buffer) >= (size := self._plan.size(self._next_part)):
             self._wait_for_slot()
@@ -357,9 +363,7 @@ class S3Writer:
             del self._buffer[:size]
             self._submit(part)
 
-    def commit(self) -> None:
-        if self._closed:
-            raise StorageError(f"commit of {self._where} after it was closed")
+    def _commit(self) -> None:
         try:
             if self._upload_id is None:
                 self._put_whole()
@@ -368,13 +372,9 @@ class S3Writer:
         except Exception as exc:
             self.abort()
             raise translate(exc, "store", self._where) from exc
-        self._closed = True
         self._shutdown()
 
-    def abort(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def _abort(self) -> None:
         self._buffer = bytearray()
         for future in self._inflight:
             future.cancel()
@@ -600,12 +600,17 @@ class S3Backend:
                 for upload in upload_page.get("Uploads", []):
                     name = upload["Key"][len(self.prefix) :]
                     if name and PENDING_MARK not in name:
-                        pending = f".{name}{PENDING_MARK}{upload['UploadId']}{PENDING_SUFFIX}"
-                        yield ObjectInfo(pending, 0, _utc(upload["Initiated"]))
+                        pending = in_progress_name(name, upload["UploadId"], PENDING_MARK)
+                        yield ObjectInfo(pending, 0, _utc(upload["Initiated"]), in_progress=True)
         except SnapmgrError:
             raise
         except Exception as exc:
             raise translate(exc, "list", self.url_for(self.prefix)) from exc
+
+    def close(self) -> None:
+        """Close the boto3 client's connection pool."""
+        with contextlib.suppress(Exception):
+            self.client.close()
 
     def _abort_pending(self, name: str) -> None:
         key_name, _, upload_id = name[1 : -len(PENDING_SUFFIX)].partition(PENDING_MARK)

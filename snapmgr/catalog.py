@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from backends.base import Backend, ObjectInfo
+from snapmgr.backends.base import Backend, ObjectInfo, is_in_progress_name
 from snapmgr.config import Config, StoreConfig
 from snapmgr.errors import NotFoundError, SnapmgrError, StorageError, VerificationError
 from snapmgr.manifest import Manifest, manifest_name, split_object_name, validate_id
@@ -156,8 +156,9 @@ def resolve(stores: list[Store], ref: str) -> Entry:
 
 
 def is_temp_name(name: str) -> bool:
-    """A backend's in-progress temp object (local stores write ``.<name>.<rand>.partial``)."""
-    return name.startswith(".") and name.endswith(".partial")
+    """A temp object named by the backends' scheme (``in_progress_name``): also the
+    core's own, such as doctor's write probe, which no listing flags."""
+    return is_in_progress_name(name)
 
 
 @dataclass(frozen=True)
@@ -180,9 +181,10 @@ def orphans(store: Store) -> list[Orphan]:
     result = []
     for info in store.backend.list_objects():
         parsed = split_object_name(info.name)
-        if parsed is None:
-            if is_temp_name(info.name):
-                result.append(Orphan(store, info))
+        if info.in_progress or is_temp_name(info.name):
+            result.append(Orphan(store, info))
+        elif parsed is None:
+            continue
         elif parsed[1] == "manifest":
             committed.add(parsed[0])
         else:

@@ -6,6 +6,11 @@ gzip output is standard (``gunzip -c`` reads it), made by isal at level 2 by
 default: on pg_dump output that is about ten times faster than zlib -6 and
 slightly smaller. Decompressors detect truncation: ``finish`` raises when the
 stream ended before its end-of-stream marker.
+
+zstd frames carry their content checksum (xxh64 of the SQL), as gzip members
+carry their CRC-32: ``zstd -t X.sql.zst`` then proves a copy by hand the way
+``gzip -t`` does, and a flipped byte inside a stored (incompressible) block,
+which the block format alone cannot notice, fails decompression too.
 """
 
 from __future__ import annotations
@@ -115,7 +120,7 @@ class _ZstdCompressor:
     def __init__(self, level: int) -> None:
         import zstandard
 
-        self._obj = zstandard.ZstdCompressor(level=level).compressobj()
+        self._obj = zstandard.ZstdCompressor(level=level, write_checksum=True).compressobj()
 
     def compress(self, data: Buffer) -> bytes:
         return bytes(self._obj.compress(data))

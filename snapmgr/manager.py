@@ -6,9 +6,9 @@ program can do with the same checks, errors and results::
     from snapmgr.config import load_config
     from snapmgr.manager import SnapshotManager
 
-    manager = SnapshotManager(load_config())
-    result = manager.snapshot(label="pre_migration")
-    print(result.manifest.id, result.manifest.sha256)
+    with SnapshotManager(load_config()) as manager:  # closes the stores' clients
+        result = manager.snapshot(label="pre_migration")
+        print(result.manifest.id, result.manifest.sha256)
 """
 
 from __future__ import annotations
@@ -102,6 +102,18 @@ class SnapshotManager:
         self._stores: list[Store] | None = None
         self._quiet = quiet
         self._show_progress = show_progress
+
+    def close(self) -> None:
+        """Release the stores' clients (boto3 connection pools...); opened again on next use."""
+        stores, self._stores = self._stores, None
+        for store in stores or ():
+            store.backend.close()
+
+    def __enter__(self) -> SnapshotManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def stores(self) -> list[Store]:

@@ -17,17 +17,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from backends.base import Backend, BackendFactory
+from snapmgr.backends.base import Backend, BackendFactory
 from snapmgr.errors import ConfigError, StorageError
 
 GROUP = "snapmgr.backends"
 
-#: Used only when snapmgr runs from a source tree that was never installed,
-#: so its own entry points are not in the environment's metadata.
+#: The built-in kinds. They also answer when snapmgr runs from a source tree
+#: that was never installed (no entry points in the environment's metadata),
+#: and they win over an entry point of the same name: a plugin adds kinds, it
+#: cannot silently replace ``s3`` (nor can metadata left by an older install).
 _BUILTIN = {
-    "local": "backends.local:LocalBackend",
-    "s3": "backends.s3:S3Backend",
-    "fsspec": "backends.fsspec_store:FsspecBackend",
+    "local": "snapmgr.backends.local:LocalBackend",
+    "s3": "snapmgr.backends.s3:S3Backend",
+    "fsspec": "snapmgr.backends.fsspec_store:FsspecBackend",
 }
 
 #: pip packages that provide a backend kind's library.
@@ -46,9 +48,9 @@ def available() -> dict[str, BackendEntry]:
     """Every backend kind known to this environment, built-in and plugins."""
     from importlib.metadata import entry_points
 
-    found = {kind: BackendEntry(kind, target) for kind, target in _BUILTIN.items()}
-    for ep in entry_points(group=GROUP):
-        found[ep.name] = BackendEntry(ep.name, ep.value)
+    # Built-in kinds are always snapmgr's own: a plugin adds kinds, never replaces them.
+    found = {ep.name: BackendEntry(ep.name, ep.value) for ep in entry_points(group=GROUP)}
+    found.update((kind, BackendEntry(kind, target)) for kind, target in _BUILTIN.items())
     return found
 
 

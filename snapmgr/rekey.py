@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from backends.base import Writer
+from snapmgr.backends.base import Writer
 from snapmgr.catalog import Entry, Store
 from snapmgr.codec import Digest
 from snapmgr.encryption import SCHEME, Keyring, encrypt_stream, missing_key, short_key

@@ -34,8 +34,8 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from backends.base import Writer
 from snapmgr import __version__
+from snapmgr.backends.base import Writer
 from snapmgr.catalog import Store
 from snapmgr.codec import Digest, compressor
 from snapmgr.dumpscan import DumpScanner

@@ -69,3 +69,24 @@ def test_levels_are_checked() -> None:
         check_level("gzip", 4)
     with pytest.raises(ConfigError, match="compression"):
         check_level("brotli", None)
+
+
+def test_zstd_frames_carry_a_content_checksum_that_zstd_t_checks() -> None:
+    """A flipped byte inside a stored (raw) block passes the block format; only the
+    frame's content checksum catches it, in ``zstd -t`` and in our decompressor."""
+    noise = os.urandom(300_000)
+    comp = compressor("zstd", check_level("zstd", None))
+    blob = comp.compress(noise) + comp.flush()
+    assert blob[:4] == b"\x28\xb5\x2f\xfd"
+    assert blob[4] & 0x04, "Content_Checksum_flag is not set in the frame header"
+    assert subprocess.run(["zstd", "-t", "-q"], input=blob, check=False).returncode == 0
+    at = blob.index(noise[150_000:150_064]) + 10  # incompressible: stored verbatim
+    damaged = bytearray(blob)
+    damaged[at] ^= 0x01
+    checked = subprocess.run(["zstd", "-t"], input=bytes(damaged), capture_output=True, check=False)
+    assert checked.returncode != 0
+    assert b"checksum" in checked.stderr.lower()
+    dec = decompressor("zstd")
+    with pytest.raises(VerificationError, match="zstd data is corrupt"):
+        dec.decompress(bytes(damaged))
+        dec.finish()

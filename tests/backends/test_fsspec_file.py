@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from backends.fsspec_store import FsspecBackend
+from snapmgr.backends.fsspec_store import FsspecBackend
+from snapmgr.backends.testing import BackendConformance, MakeBackend
 from snapmgr.registry import kind_for_url, open_backend
-from tests.backends.base import BackendConformance, MakeBackend
 
 
 class TestFsspecFile(BackendConformance):

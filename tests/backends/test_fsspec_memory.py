@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import fsspec
 import pytest
 
-from backends.base import Backend
+from snapmgr.backends.base import Backend
+from snapmgr.backends.testing import BackendConformance, MakeBackend
 from snapmgr.registry import kind_for_url, open_backend
-from tests.backends.base import BackendConformance, MakeBackend
 
 
 class TestFsspecMemory(BackendConformance):

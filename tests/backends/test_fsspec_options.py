@@ -13,11 +13,11 @@ import fsspec
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
-from backends.fsspec_store import FsspecBackend
+from snapmgr.backends.fsspec_store import FsspecBackend
+from snapmgr.backends.testing import read_all, write_all
 from snapmgr.config import load_config
 from snapmgr.errors import ConfigError, StorageError
 from snapmgr.registry import kind_for_url, open_backend
-from tests.backends.base import read_all, write_all
 
 
 @pytest.mark.parametrize(

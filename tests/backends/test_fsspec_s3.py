@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from backends.fsspec_store import FsspecBackend
+from snapmgr.backends.fsspec_store import FsspecBackend
+from snapmgr.backends.testing import BackendConformance, MakeBackend, read_all
 from snapmgr.errors import IdTakenError
 from snapmgr.registry import kind_for_url, open_backend
-from tests.backends.base import BackendConformance, MakeBackend, read_all
 from tests.s3_server import fake_aws, moto_server, new_bucket, pending_uploads, s3_client
 
 __all__ = ["fake_aws", "moto_server"]  # pytest fixtures, used by name

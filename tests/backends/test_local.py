@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from backends.local import LocalBackend
+from snapmgr.backends.local import LocalBackend
+from snapmgr.backends.testing import BackendConformance, MakeBackend
 from snapmgr.registry import kind_for_url, open_backend
-from tests.backends.base import BackendConformance, MakeBackend
 
 
 class TestLocal(BackendConformance):

@@ -14,7 +14,7 @@ import botocore.exceptions
 import pytest
 from moto import mock_aws
 
-from backends.s3 import (
+from snapmgr.backends.s3 import (
     DEFAULT_PART_SIZE,
     GIB,
     MAX_PART_SIZE,
@@ -25,9 +25,9 @@ from backends.s3 import (
     plan_parts,
     translate,
 )
+from snapmgr.backends.testing import BackendConformance, MakeBackend, read_all, write_all
 from snapmgr.errors import ConfigError, IdTakenError, NotFoundError, StorageError
 from snapmgr.registry import kind_for_url, open_backend
-from tests.backends.base import BackendConformance, MakeBackend, read_all, write_all
 from tests.s3_server import bucket_keys, fake_aws, moto_server, pending_uploads
 
 __all__ = ["fake_aws", "moto_server"]  # pytest fixtures, used by name
