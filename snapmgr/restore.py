@@ -60,7 +60,7 @@ from snapmgr.restore_sql import (
     terminate_sql,
     wipe_sql,
 )
-from snapmgr.signals import signals_held
+from snapmgr.signals import commit_passed, pause_point, signals_held
 from snapmgr.verify import CHUNK, StoredSql
 
 log = logging.getLogger("snapmgr")
@@ -184,6 +184,8 @@ class _Attempt:
             with signals_held():
                 committing = True
                 self._commit(session)
+                commit_passed(f"the restore of {self.manifest.id} into {self.where} was committed")
+            pause_point("after-restore-commit")
         except BaseException as exc:
             if committing:
                 raise

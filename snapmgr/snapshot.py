@@ -41,6 +41,7 @@ from snapmgr.dumpscan import DumpScanner
 from snapmgr.errors import (
     DumpError,
     IdTakenError,
+    Interrupted,
     NotFoundError,
     SnapmgrError,
     StorageError,
@@ -57,7 +58,7 @@ from snapmgr.pipeline import Channel, Worker, join_all, read_pipe
 from snapmgr.postgres import ConnInfo, ServerInfo, Tool, pg_dump_command
 from snapmgr.progress import Progress
 from snapmgr.redact import scrub
-from snapmgr.signals import signals_held
+from snapmgr.signals import commit_passed, pause_point, signals_held
 
 log = logging.getLogger("snapmgr")
 
@@ -103,6 +104,7 @@ class _Target:
     writer: Writer
     channel: Channel[bytes]
     error: SnapmgrError | None = None
+    committed: bool = False  # its dump object is complete and visible in the store
 
 
 def _reserve(
@@ -264,7 +266,11 @@ def take_snapshot(
 
     ``on_commit`` (the pointer update) runs right after the manifests, in the
     same window where SIGINT/SIGTERM are held, so an interrupt can never land
-    between "committed" and "pointer updated".
+    between "committed" and "pointer updated". Until the manifests are
+    written, any failure or interrupt removes what this attempt stored, the
+    dump objects it already committed included (an interrupt raises
+    ``Interrupted`` saying so, or naming what could not be removed); after
+    them, the snapshot stands whatever signal arrives.
     """
     started = datetime.now(UTC)
     clock = time.monotonic()
@@ -272,34 +278,72 @@ def take_snapshot(
     snapshot_id, writers = _reserve(stores, request.label, request.compression, started, size_hint)
     log.debug("reserved %s in %d store(s)", snapshot_id, len(stores))
     cancel = threading.Event()
+    targets = [
+        _Target(store, writer, Channel(STORE_QUEUE, cancel))
+        for store, writer in zip(stores, writers, strict=True)
+    ]
     run: DumpRun | None = None
     try:
-        targets = [
-            _Target(store, writer, Channel(STORE_QUEUE, cancel))
-            for store, writer in zip(stores, writers, strict=True)
-        ]
         run = DumpRun(request, targets, cancel)
         _stream(run, progress)
         _check_dump(run)
-        _commit_writers(run)
-    except BaseException:
-        for writer in writers:
-            with contextlib.suppress(Exception):
-                writer.abort()
+        with signals_held(deliver_after=True):
+            _commit_writers(run)
+        pause_point("after-dump-commit")
+        live = [t for t in targets if t.error is None]
+        _verify_stored(run, live, snapshot_id)
+        manifest = _manifest(run, snapshot_id, started, time.monotonic() - clock)
+    except BaseException as exc:
+        with signals_held():
+            left = _discard(targets, dump_name(snapshot_id, request.compression))
+        if isinstance(exc, KeyboardInterrupt):
+            raise Interrupted(_interrupted(snapshot_id, exc, left)) from None
+        for where, error in left:
+            log.warning("could not remove %s after the failure: %s", where, error)
         raise
     finally:
         if run is not None:
             run.stop()
             run.close()
-    live = [t for t in targets if t.error is None]
-    _verify_stored(run, live, snapshot_id)
-    manifest = _manifest(run, snapshot_id, started, time.monotonic() - clock)
     with signals_held():
         committed = _write_manifests(manifest, live)
+        commit_passed(f"snapshot {snapshot_id} was committed")
         if on_commit is not None:
             on_commit(manifest, [t.store for t in committed])
+    pause_point("after-commit")
     failed = tuple((t.store, t.error) for t in targets if t.error is not None)
     return SnapshotResult(manifest, tuple(t.store for t in committed), failed)
+
+
+def _discard(targets: list[_Target], name: str) -> list[tuple[str, SnapmgrError]]:
+    """Abort every unfinished write and delete the dump objects this attempt
+    committed; what could not be deleted, as ``(location, error)``."""
+    left = []
+    for target in targets:
+        with contextlib.suppress(Exception):
+            target.writer.abort()
+        if not target.committed:
+            continue
+        try:
+            target.store.backend.delete([name])
+        except SnapmgrError as exc:
+            left.append((target.store.backend.location(name), exc))
+    return left
+
+
+def _interrupted(
+    snapshot_id: str, exc: KeyboardInterrupt, left: list[tuple[str, SnapmgrError]]
+) -> str:
+    by = f" by {exc.args[0]}" if exc.args else ""
+    message = f"snapshot {snapshot_id} interrupted{by}; nothing was committed"
+    if not left:
+        return message + " and nothing of it is left in any store"
+    shown = "; ".join(f"{where} ({error})" for where, error in left)
+    return (
+        f"{message}, but its dump could not be removed from {shown}: it is not a snapshot "
+        "(no manifest, never listed or restored); delete it by hand, or prune removes it "
+        "once older than orphan_grace"
+    )
 
 
 def _stream(run: DumpRun, progress: Progress) -> None:
@@ -369,6 +413,8 @@ def _commit_writers(run: DumpRun) -> None:
         except SnapmgrError as exc:
             target.error = exc
             target.writer.abort()
+            continue
+        target.committed = True
     if all(t.error is not None for t in run.targets):
         raise _first_store_error(run.targets)
 
