@@ -89,6 +89,7 @@ class SnapshotManager:
         committed and others failed, the result lists both; the CLI exits 5.
         """
         conn = self.connection()
+        stores = self.stores  # a bad store URL is a usage error before any connection
         server = preflight(conn)
         pg_dump = find_tool("pg_dump", server.major, self.config["pg_bin_dir"])
         request = SnapshotRequest(
@@ -103,14 +104,14 @@ class SnapshotManager:
         log.info(
             "snapshot of %s (PostgreSQL %s) with %s into %s",
             conn.display(), server.version, pg_dump.path,
-            ", ".join(store.describe() for store in self.stores),
+            ", ".join(store.describe() for store in stores),
         )  # fmt: skip
 
         def update_pointer(manifest: Manifest, committed: list[Store]) -> None:
             location = committed[0].backend.location(manifest.dump_name)
             write_pointer(self.config["pointer_file"], location, manifest.id)
 
-        result = take_snapshot(request, self.stores, self.progress("dumping"), update_pointer)
+        result = take_snapshot(request, stores, self.progress("dumping"), update_pointer)
         return result
 
     def list_snapshots(self) -> list[Entry]:
@@ -231,8 +232,11 @@ class SnapshotManager:
         ``confirmed=False`` raises ``SafetyRefusal`` (naming the target) after the
         snapshot is found and before any connection to the target.
         """
+        if target_url is not None:
+            conn = ConnInfo.parse(target_url, "--target-url")
+        else:
+            conn = ConnInfo.parse(self.config.database_url)
         entry = self.find(ref)
-        conn = ConnInfo.parse(target_url or self.config.database_url)
         if not confirmed:
             raise SafetyRefusal(
                 f"restore would replace everything in {conn.display()} with snapshot "

@@ -172,14 +172,19 @@ class DumpRun:
         self.digest = Digest()
         self.raw: Channel[bytes] = Channel(RAW_QUEUE, self.cancel)
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen(
-            pg_dump_command(request.pg_dump, request.conn),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            env=request.conn.child_env(),
-            start_new_session=True,  # our signal handling decides when it stops
-        )
+        self._child = request.conn.for_child()
+        try:
+            self.proc = subprocess.Popen(
+                pg_dump_command(request.pg_dump, request.conn),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+                env=self._child.env,
+                start_new_session=True,  # our signal handling decides when it stops
+            )
+        except BaseException:
+            self.close()
+            raise
         assert self.proc.stdout is not None
         _enlarge_pipe(self.proc.stdout)
 
@@ -254,6 +259,7 @@ class DumpRun:
 
     def close(self) -> None:
         self._stderr.close()
+        self._child.close()
 
 
 def take_snapshot(

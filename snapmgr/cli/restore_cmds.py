@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from snapmgr import validate
 from snapmgr.cli.common import Ctx, command
 from snapmgr.guard import GuardResult
 from snapmgr.redact import redact_url
@@ -71,7 +72,6 @@ def restore(
         typer.Option(
             help="Give up (target unchanged) when other sessions' locks block "
             "the restore this many seconds.",
-            min=0.001,
         ),
     ] = DEFAULT_LOCK_TIMEOUT_S,
     yes: Annotated[
@@ -84,6 +84,7 @@ def restore(
     ] = False,
 ) -> int:
     """Replace the database with a snapshot: verified before commit, all-or-nothing, exact."""
+    lock_timeout = validate.flag("--lock-timeout", validate.lock_timeout, lock_timeout)
     result = ctx.manager().restore(
         snapshot_id,
         target_url=target_url,
@@ -141,12 +142,12 @@ def guard(
         typer.Option(
             help="When restoring, give up after waiting this many seconds for "
             "other sessions' locks.",
-            min=0.001,
         ),
     ] = DEFAULT_LOCK_TIMEOUT_S,
 ) -> int:
     """Snapshot, run CMD (e.g. a migration), exit with its code; on failure say how to
     restore, or restore."""
+    lock_timeout = validate.flag("--lock-timeout", validate.lock_timeout, lock_timeout)
     ctx.overrides.update(label=label)
     result = ctx.manager().guard(
         list(cmd or []),

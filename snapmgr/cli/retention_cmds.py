@@ -10,10 +10,10 @@ from zoneinfo import ZoneInfo
 
 import typer
 
+from snapmgr import validate
 from snapmgr.catalog import Entry
 from snapmgr.cli.common import Ctx, command
-from snapmgr.durations import parse_duration
-from snapmgr.errors import ConfigError, SafetyRefusal, SnapmgrError, StorageError
+from snapmgr.errors import SafetyRefusal, SnapmgrError, StorageError
 from snapmgr.health import (
     HealthReport,
     check_gauges,
@@ -100,6 +100,8 @@ def prune(
         "keep_weekly": keep_weekly, "keep_monthly": keep_monthly, "keep_yearly": keep_yearly,
         "keep_within": keep_within,
     }  # fmt: skip
+    if metrics_file is not None:
+        validate.flag("--metrics-file", validate.path, metrics_file)
     started = time.monotonic()
     try:
         manager = ctx.manager()
@@ -311,12 +313,10 @@ def check(
     metrics_file: MetricsOpt = None,
 ) -> int:
     """Monitoring probe: exit 0 and one line if the newest snapshot is recent enough, else 1."""
-    try:
-        limit = parse_duration(max_age)
-    except ValueError as exc:
-        raise ConfigError(f"--max-age: {exc}") from None
-    if min_count < 0:
-        raise ConfigError(f"--min-count: expected a whole number >= 0, got {min_count}")
+    limit = validate.flag("--max-age", validate.duration, max_age)
+    min_count = validate.flag("--min-count", validate.min_count, min_count)
+    if metrics_file is not None:
+        validate.flag("--metrics-file", validate.path, metrics_file)
     now = datetime.now(UTC)
     try:
         report = ctx.manager().check(limit, min_count, label=label, now=now)
