@@ -134,12 +134,7 @@ class ConnInfo:
         """Environment for pg_dump/psql: only :data:`CHILD_ENV`, ``LC_*`` and ``PG*`` of
         the caller's, plus the password if we have one. The other secret parameters
         need a service file: use :meth:`for_child`."""
-        source = os.environ if base is None else base
-        env = {
-            key: value
-            for key, value in source.items()
-            if key in CHILD_ENV or key.startswith(("LC_", "PG"))
-        }
+        env = child_environment(base)
         if self.password is not None:
             env["PGPASSWORD"] = self.password
         env.setdefault("PGCONNECT_TIMEOUT", str(CONNECT_TIMEOUT_S))
@@ -192,6 +187,17 @@ class ConnInfo:
         if self.password is None and os.environ.get("PGPASSWORD"):
             return "PGPASSWORD"
         return "DATABASE_URL"
+
+
+def child_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What a PostgreSQL client child may inherit of ``base`` (default: our environment):
+    :data:`CHILD_ENV`, the locale's ``LC_*`` and libpq's ``PG*`` variables."""
+    source = os.environ if base is None else base
+    return {
+        key: value
+        for key, value in source.items()
+        if key in CHILD_ENV or key.startswith(("LC_", "PG"))
+    }
 
 
 class ChildConnection:
@@ -307,8 +313,9 @@ class Tool:
 def _tool_version(path: str) -> Tool:
     try:
         out = subprocess.run(
-            [path, "--version"], capture_output=True, text=True, check=True, timeout=30
-        ).stdout.strip()
+            [path, "--version"], capture_output=True, text=True, check=True, timeout=30,
+            env=child_environment(),
+        ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.SubprocessError) as exc:
         raise DumpError(f"cannot run {path}: {exc}") from None
     match = re.search(r"(\d+)(?:\.(\d+))?", out)

@@ -162,6 +162,8 @@ DEEP_TABLE = "x = " + "{a = " * 3000 + "1" + "}" * 3000 + "\n"
          None, "--target-url"),
         (("snapshot",), {"DATABASE_URL": f"postgresql://u:pw@{LONG_HOST}:5432/db"}, None,
          "DATABASE_URL"),
+        (("snapshot",), {"DATABASE_URL": f"{UNREACHABLE_DB}?service=app&sslpassword=pw"}, None,
+         "DATABASE_URL"),
         (("snapshot", "--store", "file://"), {}, None, "--store"),
         (("snapshot", "--store", "local://"), {}, None, "--store"),
         (("list", "--store", f"https://{LONG_HOST}/snaps"), {}, None, "--store"),
