@@ -183,6 +183,7 @@ class _Attempt:
             self._check_counts(session)
             with signals_held():
                 committing = True
+                pause_point("committing-restore")
                 self._commit(session)
                 commit_passed(f"the restore of {self.manifest.id} into {self.where} was committed")
             pause_point("after-restore-commit")

@@ -312,6 +312,7 @@ def take_snapshot(
             run.stop()
             run.close()
     with signals_held():
+        pause_point("writing-manifests")
         committed = _write_manifests(manifest, live)
         commit_passed(f"snapshot {snapshot_id} was committed")
         if on_commit is not None:
