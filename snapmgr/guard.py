@@ -12,6 +12,8 @@ not a terminal: at a terminal, Ctrl-C already reaches the command, which
 shares snapmgr's process group, and must not arrive twice. When snapmgr
 itself was told to stop, a failed command is not followed by a restore (the
 platform is shutting the process down); the restore command is printed.
+Told to stop while its snapshot was being committed, guard keeps the
+snapshot and does not start the command (exit 130, saying so).
 """
 
 from __future__ import annotations

@@ -301,9 +301,9 @@ def take_snapshot(
         manifest = _manifest(run, snapshot_id, started, time.monotonic() - clock)
     except BaseException as exc:
         with signals_held():
-            left = _discard(targets, dump_name(snapshot_id, request.compression))
+            removed, left = _discard(targets, dump_name(snapshot_id, request.compression))
         if isinstance(exc, KeyboardInterrupt):
-            raise Interrupted(_interrupted(snapshot_id, exc, left)) from None
+            raise Interrupted(_interrupted(snapshot_id, exc, removed, left)) from None
         for where, error in left:
             log.warning("could not remove %s after the failure: %s", where, error)
         raise
@@ -322,10 +322,12 @@ def take_snapshot(
     return SnapshotResult(manifest, tuple(t.store for t in committed), failed)
 
 
-def _discard(targets: list[_Target], name: str) -> list[tuple[str, SnapmgrError]]:
+def _discard(targets: list[_Target], name: str) -> tuple[list[str], list[tuple[str, str]]]:
     """Abort every unfinished write and delete the dump objects this attempt
-    committed; what could not be deleted, as ``(location, error)``."""
-    left = []
+    committed: the stores it was removed from, and ``(location, error)`` of
+    those where it could not be."""
+    removed: list[str] = []
+    left: list[tuple[str, str]] = []
     for target in targets:
         with contextlib.suppress(Exception):
             target.writer.abort()
@@ -334,23 +336,27 @@ def _discard(targets: list[_Target], name: str) -> list[tuple[str, SnapmgrError]
         try:
             target.store.backend.delete([name])
         except SnapmgrError as exc:
-            left.append((target.store.backend.location(name), exc))
-    return left
+            left.append((target.store.backend.location(name), str(exc)))
+        else:
+            removed.append(target.store.describe())
+    return removed, left
 
 
 def _interrupted(
-    snapshot_id: str, exc: KeyboardInterrupt, left: list[tuple[str, SnapmgrError]]
+    snapshot_id: str, exc: KeyboardInterrupt, removed: list[str], left: list[tuple[str, str]]
 ) -> str:
     by = f" by {exc.args[0]}" if exc.args else ""
     message = f"snapshot {snapshot_id} interrupted{by}; nothing was committed"
-    if not left:
-        return message + " and nothing of it is left in any store"
-    shown = "; ".join(f"{where} ({error})" for where, error in left)
-    return (
-        f"{message}, but its dump could not be removed from {shown}: it is not a snapshot "
-        "(no manifest, never listed or restored); delete it by hand, or prune removes it "
-        "once older than orphan_grace"
-    )
+    if left:
+        shown = "; ".join(f"{where} ({error})" for where, error in left)
+        return (
+            f"{message}, but its dump could not be removed from {shown}: it is not a snapshot "
+            "(no manifest, never listed or restored); delete it by hand, or prune removes it "
+            "once older than orphan_grace"
+        )
+    if removed:
+        return f"{message}: its dump, already stored in {', '.join(removed)}, was removed again"
+    return message
 
 
 def _stream(run: DumpRun, progress: Progress) -> None:
