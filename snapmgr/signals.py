@@ -54,7 +54,7 @@ class _State:
         self.raising = False  # a signal raises KeyboardInterrupt now
         self.committed: str | None = None  # e.g. "snapshot X was committed"
         self.noted: list[int] = []
-        self.block_commits: list[str] = []  # commits inside the current held block
+        self.block_commits: list[str] | None = None  # commits inside the current held block
 
 
 _state = _State()
@@ -126,7 +126,8 @@ def forget_interrupt() -> None:
 def commit_passed(what: str) -> None:
     """The result now stands (``what`` says which, e.g. ``snapshot X was committed``):
     later SIGINT/SIGTERM are noted, never turned into a failure."""
-    _state.block_commits.append(what)
+    if _state.block_commits is not None:
+        _state.block_commits.append(what)
     if _state.installed:
         _state.committed = what
         _state.raising = False

@@ -294,6 +294,7 @@ def take_snapshot(
         _stream(run, progress)
         _check_dump(run)
         with signals_held(deliver_after=True):
+            pause_point("committing-dumps")
             _commit_writers(run)
         pause_point("after-dump-commit")
         live = [t for t in targets if t.error is None]
