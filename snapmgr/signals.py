@@ -37,7 +37,7 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from types import FrameType
 
 from snapmgr.errors import Interrupted
@@ -76,13 +76,15 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def install() -> None:
-    """The CLI's handler for SIGINT and SIGTERM; signals are noted until ``interruptible``."""
+def install(noted: Iterable[int] = ()) -> None:
+    """The CLI's handler for SIGINT and SIGTERM; signals are noted until ``interruptible``
+    (``noted``: those an earlier handler already received)."""
     if not _main_thread():
         return
     for signum in HANDLED:
         signal.signal(signum, _on_signal)
     _state.installed = True
+    _state.noted.extend(noted)
 
 
 @contextlib.contextmanager
