@@ -100,7 +100,7 @@ class FsspecWriter(WriterBase):
         try:
             self._file = self._fs.open(path, mode, autocommit=False)
         except Exception as exc:
-            raise translate(exc, "create", self._where) from exc
+            raise backend.translate(exc, "create", self._where) from exc
         # Most filesystems' files take autocommit; sftp's stage in a temp path and
         # get commit/discard bound to them; one that does neither (memory)
         # publishes the path at once, and abort must remove it.
@@ -123,7 +123,7 @@ class FsspecWriter(WriterBase):
                 self._file.commit()
         except Exception as exc:
             self.abort()
-            raise translate(exc, "store", self._where) from exc
+            raise self._backend.translate(exc, "store", self._where) from exc
         self._finish()
 
     def _abort(self) -> None:
@@ -185,6 +185,31 @@ class FsspecBackend:
 
     def path(self, name: str) -> str:
         return f"{self.root}/{name}"
+
+    def translate(self, exc: Exception, action: str, where: str) -> SnapmgrError:
+        """:func:`translate`, except that "not found" from an object store whose
+        bucket (or container) does not exist is a ``StorageError`` saying so: the
+        store is misconfigured, not merely empty or without that object."""
+        if isinstance(exc, FileNotFoundError):
+            bucket = self._missing_bucket()
+            if bucket is not None:
+                return StorageError(
+                    f"cannot {action} {where}: the bucket or container {bucket!r} does not "
+                    "exist; create it or fix the URL"
+                )
+        return translate(exc, action, where)
+
+    def _missing_bucket(self) -> str | None:
+        """The root's bucket (or container) if this is an object store and it does not
+        exist; directories are created on the first write, so they are never missing."""
+        if self._has_directories:
+            return None
+        bucket = self.root.split("/", 1)[0]
+        self.fs.invalidate_cache(bucket)
+        try:
+            return None if self.fs.exists(bucket) else bucket
+        except Exception:  # cannot tell: report the original error
+            return None
 
     def location(self, name: str) -> str:
         return str(self.fs.unstrip_protocol(self.path(name)))
@@ -257,12 +282,16 @@ class FsspecBackend:
 
     def list_objects(self) -> Iterator[ObjectInfo]:
         self.fs.invalidate_cache(self.root)
+        where = self.fs.unstrip_protocol(self.root)
         try:
             entries = self.fs.ls(self.root, detail=True)
-        except FileNotFoundError:
-            return
+        except FileNotFoundError as exc:
+            error = self.translate(exc, "list", where)
+            if isinstance(error, NotFoundError):
+                return  # an empty prefix or a directory not created yet: no objects
+            raise error from exc
         except Exception as exc:
-            raise translate(exc, "list", self.fs.unstrip_protocol(self.root)) from exc
+            raise translate(exc, "list", where) from exc
         for entry in cast(list[dict[str, Any]], entries):
             if entry.get("type") == "directory":
                 continue
@@ -284,7 +313,10 @@ class FsspecBackend:
             paths = [self.path(name) for name in names[start : start + DELETE_BATCH]]
             try:
                 self.fs.rm(paths)
-            except FileNotFoundError:
+            except FileNotFoundError as exc:
+                bucket = self._missing_bucket()
+                if bucket is not None:
+                    raise self.translate(exc, "delete from", self.location("")) from exc
                 self._delete_one_by_one(paths)
             except Exception as exc:
                 raise translate(exc, "delete from", self.fs.unstrip_protocol(self.root)) from exc

@@ -41,6 +41,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
+from snapmgr import validate
 from snapmgr.backends.base import (
     IN_PROGRESS_SUFFIX,
     ObjectInfo,
@@ -287,6 +288,11 @@ class S3Settings:
                 f"s3 store option endpoint_url: expected an http(s):// URL, "
                 f"got {settings.endpoint_url!r}"
             )
+        if settings.endpoint_url:
+            try:
+                validate.host(urlsplit(settings.endpoint_url).hostname or "")
+            except ValueError as exc:
+                raise ConfigError(f"s3 store option endpoint_url: {exc}") from None
         return settings
 
     def write_args(self) -> dict[str, Any]:
@@ -514,6 +520,11 @@ class S3Backend:
             ) from exc
         except botocore.exceptions.BotoCoreError as exc:
             raise StorageError(f"cannot set up the S3 client for {url}: {exc}") from exc
+        except ValueError as exc:  # botocore's check of the endpoint URL
+            raise ConfigError(
+                f"the S3 endpoint for {url} is not a valid URL ({str(exc)[:120]}); check "
+                "endpoint_url / AWS_ENDPOINT_URL_S3"
+            ) from None
 
     @staticmethod
     def _parse_url(url: str) -> tuple[str, str]:

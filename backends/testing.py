@@ -276,3 +276,40 @@ class BackendConformance(BackendFixtures):
         info = backend.stat("s.sql")
         assert (info.name, info.size) == ("s.sql", 4321)
         assert abs(info.modified - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+class BucketConformance:
+    """What every backend whose location lives in a bucket or container (an object
+    store) must also do: a location whose bucket does not exist is a
+    ``StorageError`` (exit 5) for listing and writing, never an empty store
+    ("no committed snapshots", exit 0) or "not found" (exit 7). A store on a
+    filesystem has no bucket: its missing directory is an empty store, created
+    by the first write (``test_missing_location_lists_nothing``).
+
+    A bucket backend's test class adds this mixin and the fixture::
+
+        class TestMyStore(BackendConformance, BucketConformance):
+            @pytest.fixture
+            def make_in_missing_bucket(self):
+                return lambda: MyBackend("my://no-such-bucket/app", {})
+    """
+
+    @pytest.fixture
+    def make_in_missing_bucket(self) -> Callable[[], Backend]:
+        """The backend for a location in a bucket (or container) that does not exist."""
+        raise NotImplementedError("override make_in_missing_bucket in the backend's test class")
+
+    def test_a_missing_bucket_is_a_storage_error(
+        self, make_in_missing_bucket: Callable[[], Backend]
+    ) -> None:
+        backend = make_in_missing_bucket()
+        calls: dict[str, Callable[[], object]] = {
+            "list": lambda: list(backend.list_objects()),
+            "put_bytes": lambda: backend.put_bytes("m.json", b"{}"),
+            "open_writer": lambda: write_all(backend, "d.sql.gz", b"dump"),
+        }
+        for what, call in calls.items():
+            with pytest.raises(StorageError, match="does not exist") as caught:
+                call()
+            assert not isinstance(caught.value, NotFoundError), what
+            assert "bucket" in str(caught.value), (what, caught.value)

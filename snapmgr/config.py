@@ -16,8 +16,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from snapmgr import validate
 from snapmgr.codec import COMPRESSIONS, check_level
 from snapmgr.durations import Duration, parse_duration
 from snapmgr.errors import ConfigError, UsageError
@@ -42,36 +44,28 @@ def _optional_text(value: Any) -> str | None:
     return _text(value) or None
 
 
+def _path(value: Any) -> str:
+    return validate.path(value)
+
+
+def _optional_path(value: Any) -> str | None:
+    return validate.path(value) if _text(value) else None
+
+
 def _count(value: Any) -> int | None:
-    if isinstance(value, bool):
-        raise ValueError("expected a whole number")
-    if isinstance(value, str):
-        value = value.strip()
-        if value == "":
-            return None
-        try:
-            value = int(value)
-        except ValueError:
-            raise ValueError(f"expected a whole number, got {value!r}") from None
-    if not isinstance(value, int) or value < -1:
-        raise ValueError("expected a whole number >= 0 (or -1 for unlimited)")
-    return value or None
+    if isinstance(value, str) and value.strip() == "":
+        return None
+    return validate.count(value) or None
 
 
 def _level(value: Any) -> int | None:
     if value in ("", None):
         return None
-    if isinstance(value, bool):
-        raise ValueError("expected a whole number")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"expected a whole number, got {value!r}") from None
+    return validate.whole(value, low=-(2**31), high=2**31 - 1)  # check_level narrows it
 
 
-def _duration(value: Any) -> Duration | None:
-    text = _text(value).strip()
-    return parse_duration(text) if text else None
+def _optional_duration(value: Any) -> Duration | None:
+    return validate.duration(value) if _text(value).strip() else None
 
 
 def _choice(*allowed: str) -> Callable[[Any], str]:
@@ -136,13 +130,7 @@ def _label(value: Any) -> str:
 
 
 def _seconds(value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"expected a number of seconds, got {value!r}") from None
-    if number <= 0:
-        raise ValueError("expected a number of seconds > 0")
-    return number
+    return validate.number(value, low=0.001, high=validate.MAX_PROGRESS_INTERVAL_S)
 
 
 def _service_urls(value: Any) -> tuple[str, ...]:
@@ -199,18 +187,18 @@ class Key:
 
 KEYS: dict[str, Key] = {
     "database_url": Key("", _optional_text, None, secret=True),
-    "backup_dir": Key("", _text, DEFAULT_BACKUP_DIR),
-    "pointer_file": Key("", _text, DEFAULT_POINTER_FILE),
+    "backup_dir": Key("", _path, DEFAULT_BACKUP_DIR),
+    "pointer_file": Key("", _path, DEFAULT_POINTER_FILE),
     "label": Key("", _label, "pre_migration"),
     "compression": Key("", _choice(*COMPRESSIONS), "gzip"),
     "compression_level": Key("", _level, None),
     "default_stores": Key("", _names, ()),
-    "pg_bin_dir": Key("", _optional_text, None),
+    "pg_bin_dir": Key("", _optional_path, None),
     "dump_owners": Key("", _bool, True),
     "dump_privileges": Key("", _bool, True),
     "exclude_schemas": Key("", _object_names, ()),
     "exclude_tables": Key("", _object_names, ()),
-    "orphan_grace": Key("", _duration, parse_duration("24h")),
+    "orphan_grace": Key("", validate.duration, parse_duration("24h")),
     "timezone": Key("", _timezone, "UTC"),
     "progress": Key("", _choice("auto", "bar", "log", "off"), "auto"),
     "progress_interval": Key("", _seconds, 10.0),
@@ -227,7 +215,7 @@ KEYS: dict[str, Key] = {
     "keep_weekly": Key("retention", _count, None),
     "keep_monthly": Key("retention", _count, None),
     "keep_yearly": Key("retention", _count, None),
-    "keep_within": Key("retention", _duration, None),
+    "keep_within": Key("retention", _optional_duration, None),
 }
 TABLES = {"retention", "stores"}
 
@@ -266,6 +254,7 @@ class Config:
         if not spec.strip():
             raise ConfigError("--store: empty store name or path")
         kind, url = kind_for_url(spec)
+        check_store_url(kind, url, "--store")
         # An inline store is named by its URL, shown in output: never with credentials.
         return StoreConfig(name=redact_url(spec), kind=kind, url=url)
 
@@ -376,6 +365,15 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+            f"offset {exc.start}); TOML files must be UTF-8"
+        ) from None
+    except RecursionError:
+        raise ConfigError(
+            f"config file {path}: arrays or tables are nested too deeply to be a snapmgr config"
+        ) from None
 
 
 def _flatten_file(data: Mapping[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -417,8 +415,31 @@ def _store_tables(stores: Mapping[str, Any], path: Path) -> dict[str, StoreConfi
             if not isinstance(forced, str):
                 raise ConfigError(f"{path}: stores.{name}.backend must be a string")
             kind = forced
+        check_store_url(kind, url, f"{path}: stores.{name}.url")
         result[name] = StoreConfig(name=name, kind=kind, url=url, options=options)
     return result
+
+
+def check_store_url(kind: str, url: str, where: str) -> None:
+    """Refuse a store URL that names no place (``file://``, ``local://``) or whose
+    host is not a valid name, before any backend is opened; ``where`` is the
+    flag or key it came from."""
+    scheme, sep, _ = url.partition("://")
+    if kind == "local":
+        if sep and not urlsplit(url).path:
+            raise ConfigError(
+                f"{where}: {url!r} names no directory; give a path, e.g. "
+                f"{scheme}:///var/backups/db or /var/backups/db"
+            )
+        return
+    if not sep:
+        return
+    try:
+        hostname = urlsplit(url).hostname
+        if hostname:
+            validate.host(hostname)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def env_name(key: str) -> str:

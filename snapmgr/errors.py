@@ -18,7 +18,8 @@ The tree::
     ├── VerificationError        6  stored bytes corrupt or incomplete
     ├── NotFoundError            7  no such snapshot (or object)
     ├── RestoreError             8  restore failed, target unchanged
-    └── SafetyRefusal            9  refused: no confirmation, empty policy, ...
+    ├── SafetyRefusal            9  refused: no confirmation, empty policy, ...
+    └── Interrupted            130  SIGINT/SIGTERM stopped it; says what is left
 """
 
 from __future__ import annotations
@@ -84,3 +85,9 @@ class SafetyRefusal(SnapmgrError):
     """snapmgr refused to do something that could lose data."""
 
     exit_code = 9
+
+
+class Interrupted(SnapmgrError):
+    """SIGINT/SIGTERM stopped the work; the message says what was (not) committed."""
+
+    exit_code = 130

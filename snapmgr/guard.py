@@ -12,6 +12,8 @@ not a terminal: at a terminal, Ctrl-C already reaches the command, which
 shares snapmgr's process group, and must not arrive twice. When snapmgr
 itself was told to stop, a failed command is not followed by a restore (the
 platform is shutting the process down); the restore command is printed.
+Told to stop while its snapshot was being committed, guard keeps the
+snapshot and does not start the command (exit 130, saying so).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from snapmgr import signals
 from snapmgr.errors import SnapmgrError, UsageError
 from snapmgr.restore import RestoreResult
 from snapmgr.snapshot import SnapshotResult
@@ -84,16 +87,19 @@ def run_guard(
     check_command(command)
     snapshot = take_snapshot()
     snapshot_id = snapshot.manifest.id
+    signals.reopen("the command was not run")  # a stop request since the commit is obeyed here
     how = "(reused) covers this run" if snapshot.reused else "committed"
     log.info("snapshot %s %s; running: %s", snapshot_id, how, _shell_words(command))
     exit_code, stopped_by = run_command(command)
     result = GuardResult(snapshot, exit_code, stopped_by)
     if exit_code == 0 or not restore_on_failure or stopped_by is not None:
+        signals.commit_passed(f"the command ended (exit {exit_code})")
         return result
     log.warning("command failed (exit %d); restoring %s", exit_code, snapshot_id)
     try:
         return GuardResult(snapshot, exit_code, stopped_by, restored=restore(snapshot_id))
     except SnapmgrError as exc:
+        signals.commit_passed(f"the command ended (exit {exit_code}) and its restore failed")
         return GuardResult(snapshot, exit_code, stopped_by, restore_error=exc)
 
 

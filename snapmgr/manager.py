@@ -207,6 +207,7 @@ class SnapshotManager:
 
     def _take_snapshot(self, label: str, tags: Mapping[str, str] | None) -> SnapshotResult:
         conn = self.connection()
+        stores = self.stores  # a bad store URL is a usage error before any connection
         server = preflight(conn)
         pg_dump = find_tool("pg_dump", server.major, self.config["pg_bin_dir"])
         check_dump_version(pg_dump, server)
@@ -226,7 +227,7 @@ class SnapshotManager:
         log.info(
             "snapshot of %s (PostgreSQL %s) with %s into %s%s",
             conn.display(), server.version, pg_dump.path,
-            ", ".join(store.describe() for store in self.stores),
+            ", ".join(store.describe() for store in stores),
             f", encrypted (age) to {len(request.recipients)} recipient(s)"
             if request.recipients else "",
         )  # fmt: skip
@@ -235,7 +236,7 @@ class SnapshotManager:
             location = committed[0].backend.location(manifest.dump_name)
             write_pointer(self.config["pointer_file"], location, manifest.id)
 
-        result = take_snapshot(request, self.stores, self.progress("dumping"), update_pointer)
+        result = take_snapshot(request, stores, self.progress("dumping"), update_pointer)
         return result
 
     def recipients(self) -> tuple[str, ...]:
@@ -451,6 +452,10 @@ class SnapshotManager:
         """
         from snapmgr.partial_filter import select
 
+        if target_url is not None:
+            conn = ConnInfo.parse(target_url, "--target-url")
+        else:
+            conn = ConnInfo.parse(self.config.database_url)
         entry = self.find(ref)
         keyring = self._restore_keyring(entry)
         selection = None
@@ -464,7 +469,6 @@ class SnapshotManager:
                 f"snapshot {entry.id} has no content fingerprints (made before snapmgr "
                 "recorded them): restore it without --verify-content"
             )
-        conn = ConnInfo.parse(target_url or self.config.database_url)
         if not confirmed and selection is None:
             raise SafetyRefusal(
                 f"restore would replace everything in {conn.display()} with snapshot "

@@ -1,12 +1,17 @@
 """Talk to PostgreSQL: parse the URL, check the server, find and run client tools.
 
-The password is split off the connection string at parse time and only ever
-handed to children through ``PGPASSWORD`` in their environment, never in
-argv (visible in ``/proc/PID/cmdline``), a log line or an error message.
-psycopg is used for the fast pre-flight check and for catalog queries;
-pg_dump and psql do the bulk work. psycopg is imported on first use (it
-takes longer to import than the rest of snapmgr), so commands that never
-parse a database URL or connect do not pay for it.
+Secret connection parameters (the password, ``sslpassword``...) are split off
+the connection string at parse time and never reach a child's argv (visible
+in ``/proc/PID/cmdline`` to every local user), a log line or an error
+message: psycopg gets them in-process; a pg_dump or psql child gets the
+password through ``PGPASSWORD`` and the others through a 0600 connection
+service file in a private directory (``PGSERVICEFILE`` + ``PGSERVICE``),
+removed when the child is done (:class:`ChildConnection`). Children inherit
+only what libpq and the tools need from our environment (:data:`CHILD_ENV`):
+not ``DATABASE_URL``, not the AWS keys. psycopg is used for the fast
+pre-flight check and for catalog queries; pg_dump and psql do the bulk work. psycopg is imported on
+first use (it takes longer to import than the rest of snapmgr), so commands
+that never parse a database URL or connect do not pay for it.
 """
 
 from __future__ import annotations
@@ -15,21 +20,35 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from glob import glob
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from snapmgr import validate
 from snapmgr.errors import DatabaseError, DumpError, UsageError
 from snapmgr.manifest import DumpContent
-from snapmgr.redact import redact_url, scrub
+from snapmgr.redact import redact_url, scrub, url_secrets
 
 if TYPE_CHECKING:
     import psycopg
     from psycopg import sql
 
 CONNECT_TIMEOUT_S = 10
+#: libpq parameters whose values are secrets.
+SECRET_PARAMS = ("password", "sslpassword", "oauth_client_secret")
+SERVICE_NAME = "snapmgr"
+SERVICE_LINE_MAX = 250  # libpq before 16 refuses service-file lines of 256 bytes or more
+#: What a pg_dump/psql child inherits from our environment, besides libpq's own
+#: ``PG*`` variables and the locale's ``LC_*``: finding programs and libraries,
+#: home (for ~/.pgpass, ~/.pg_service.conf, ~/.postgresql), locale, time zone,
+#: temp dir, and Kerberos for GSSAPI logins.
+CHILD_ENV = (
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TZDIR", "TMPDIR",
+    "LD_LIBRARY_PATH", "KRB5_CONFIG", "KRB5CCNAME", "KRB5_KTNAME", "KRB5_CLIENT_KTNAME",
+)  # fmt: skip
 #: A plain dump that also restores by hand over an existing database
 #: (``--clean --if-exists``). Owners and privileges are in unless turned off.
 PG_DUMP_FLAGS = ("--format=plain", "--clean", "--if-exists")
@@ -64,10 +83,16 @@ class ConnInfo:
 
     params: Mapping[str, str]
     password: str | None = field(default=None, repr=False)
+    #: The other secret parameters (``sslpassword``...), kept out of ``params``.
+    hidden: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def parse(cls, url: str | None) -> ConnInfo:
+    def parse(cls, url: str | None, source: str = "DATABASE_URL") -> ConnInfo:
+        """Parse a URL or conninfo string; ``source`` (the variable or flag it came
+        from) names it in errors."""
         if not url:
+            if source != "DATABASE_URL":
+                raise UsageError(f"{source}: empty; give a PostgreSQL URL")
             raise UsageError(
                 "no database given: set DATABASE_URL (postgresql://user:pass@host:5432/db) "
                 "or pass --database-url"
@@ -78,19 +103,27 @@ class ConnInfo:
         try:
             params = pg_conninfo.conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
-            message = scrub(str(exc), [_password_in(url)])
+            message = scrub(str(exc), [_password_in(url), *url_secrets(url)])
             raise UsageError(
-                f"DATABASE_URL is not a valid PostgreSQL URL ({redact_url(url)}): {message}"
+                f"{source} is not a valid PostgreSQL URL ({redact_url(url)}): {message}"
             ) from None
-        raw_password = params.pop("password", None)
-        password = None if raw_password is None else str(raw_password)
+        secrets = {k: str(params.pop(k)) for k in SECRET_PARAMS if params.get(k) is not None}
+        password = secrets.pop("password", None)
         for port in str(params.get("port") or "").split(","):
             if port and not port.isdigit():
                 raise UsageError(
-                    f"DATABASE_URL has an invalid port {port!r} ({redact_url(url)}); "
+                    f"{source} has an invalid port {port!r} ({redact_url(url)}); "
                     "use postgresql://user:pass@host:5432/db"
                 )
-        return cls({k: str(v) for k, v in params.items() if v is not None}, password)
+        hosts = str(params.get("host") or os.environ.get("PGHOST") or "")
+        for host in hosts.split(","):
+            if host and not host.startswith(("/", "@")):  # a socket directory is a path
+                try:
+                    validate.host(host)
+                except ValueError as exc:
+                    raise UsageError(f"{source}: {exc}") from None
+        _check_hidden(params, secrets, source)
+        return cls({k: str(v) for k, v in params.items() if v is not None}, password, secrets)
 
     @property
     def dbname(self) -> str:
@@ -110,18 +143,25 @@ class ConnInfo:
         return int(text) if text and text.isdigit() else None
 
     def conninfo(self, **overrides: str) -> str:
-        """A libpq conninfo string without the password, safe for argv."""
+        """A libpq conninfo string without any secret parameter, safe for argv."""
         from psycopg import conninfo as pg_conninfo
 
         return pg_conninfo.make_conninfo(**{**self.params, **overrides})
 
     def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
-        """Environment for pg_dump/psql: the caller's, plus the password if we have one."""
-        env = dict(os.environ if base is None else base)
+        """Environment for pg_dump/psql: only :data:`CHILD_ENV`, ``LC_*`` and ``PG*`` of
+        the caller's, plus the password if we have one. The other secret parameters
+        need a service file: use :meth:`for_child`."""
+        env = child_environment(base)
         if self.password is not None:
             env["PGPASSWORD"] = self.password
         env.setdefault("PGCONNECT_TIMEOUT", str(CONNECT_TIMEOUT_S))
         return env
+
+    def for_child(self) -> ChildConnection:
+        """What a pg_dump/psql child needs to connect, every secret outside its argv;
+        ``close()`` it (or use ``with``) when the child has exited."""
+        return ChildConnection(self)
 
     def display(self) -> str:
         """``user@host:port/db``, for people."""
@@ -129,13 +169,13 @@ class ConnInfo:
         return f"{self.user}@{self.host}{port}/{self.dbname}"
 
     def secrets(self) -> list[str | None]:
-        return [self.password, os.environ.get("PGPASSWORD")]
+        return [self.password, os.environ.get("PGPASSWORD"), *self.hidden.values()]
 
     def connect(self, **overrides: str) -> psycopg.Connection[Any]:
         """A psycopg connection, with libpq's errors turned into one actionable line."""
         import psycopg
 
-        kwargs: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S}
+        kwargs: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S, **self.hidden}
         if self.password is not None:
             kwargs["password"] = self.password
         try:
@@ -167,6 +207,81 @@ class ConnInfo:
         if self.password is None and os.environ.get("PGPASSWORD"):
             return "PGPASSWORD"
         return "DATABASE_URL"
+
+
+def child_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What a PostgreSQL client child may inherit of ``base`` (default: our environment):
+    :data:`CHILD_ENV`, the locale's ``LC_*`` and libpq's ``PG*`` variables."""
+    source = os.environ if base is None else base
+    return {
+        key: value
+        for key, value in source.items()
+        if key in CHILD_ENV or key.startswith(("LC_", "PG"))
+    }
+
+
+class ChildConnection:
+    """How one pg_dump or psql child connects: ``dsn`` for its argv (no secret in
+    it) and ``env`` for its environment (:meth:`ConnInfo.child_env`).
+
+    Secret parameters other than the password (libpq reads no variable for
+    ``sslpassword``) go into a connection service file, mode 0600 in a 0700
+    directory of its own, that ``env`` names (``PGSERVICEFILE``, ``PGSERVICE``);
+    ``close()`` removes it. What the file cannot carry (a connection that names
+    a service of its own, a value with a line break) was refused at parse time.
+    """
+
+    def __init__(self, conn: ConnInfo) -> None:
+        self.dsn = conn.conninfo()
+        self.env = conn.child_env()
+        self._dir: str | None = None
+        if not conn.hidden:
+            return
+        lines = [f"[{SERVICE_NAME}]"] + [f"{k}={v}" for k, v in sorted(conn.hidden.items())]
+        self._dir = tempfile.mkdtemp(prefix="snapmgr-conn-")  # 0700
+        path = os.path.join(self._dir, "pg_service.conf")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write("\n".join(lines) + "\n")
+        self.env["PGSERVICEFILE"] = path
+        self.env["PGSERVICE"] = SERVICE_NAME
+
+    def close(self) -> None:
+        """Remove the service file (if any); idempotent."""
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def __enter__(self) -> ChildConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_hidden(params: Mapping[str, Any], hidden: Mapping[str, str], source: str) -> None:
+    """Secret parameters a :class:`ChildConnection` service file can carry, or a
+    ``UsageError`` (before any connection) saying what to do instead."""
+    if not hidden:
+        return
+    names = ", ".join(sorted(hidden))
+    if params.get("service") or os.environ.get("PGSERVICE"):
+        raise UsageError(
+            f"{source} sets {names} and names a connection service (service= or PGSERVICE): "
+            f"put {names} into that service's entry in the service file instead"
+        )
+    for key, value in hidden.items():
+        if (
+            "\n" in value
+            or "\r" in value
+            or value != value.rstrip()
+            or (len(key) + 1 + len(value) > SERVICE_LINE_MAX)
+        ):
+            raise UsageError(
+                f"{key} in {source} cannot be handed to pg_dump/psql safely (a line break, "
+                f"trailing space or over {SERVICE_LINE_MAX} characters); put it in a "
+                "connection service file and name the service with service="
+            )
 
 
 def _password_in(url: str) -> str | None:
@@ -219,8 +334,9 @@ def tool_version(path: str) -> Tool:
     """Run ``path --version``: the program and its major version."""
     try:
         out = subprocess.run(
-            [path, "--version"], capture_output=True, text=True, check=True, timeout=30
-        ).stdout.strip()
+            [path, "--version"], capture_output=True, text=True, check=True, timeout=30,
+            env=child_environment(),
+        ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.SubprocessError) as exc:
         raise DumpError(f"cannot run {path}: {exc}") from None
     match = re.search(r"(\d+)(?:\.(\d+))?", out)

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
 
+from snapmgr import validate
 from snapmgr.catalog import Entry, Orphan, Store, list_entries, orphans
 from snapmgr.config import Config
-from snapmgr.durations import Duration, parse_duration
-from snapmgr.errors import ConfigError, NotFoundError, StorageError
+from snapmgr.durations import Duration
+from snapmgr.errors import NotFoundError, StorageError
 from snapmgr.manifest import Manifest
-from snapmgr.retention import UNLIMITED, Policy, apply_policy
+from snapmgr.retention import Policy, apply_policy
 
 #: The policy keys, shared by the ``[retention]`` table and the ``--keep-*`` flags.
 POLICY_KEYS = (
@@ -76,15 +77,8 @@ def choose_policy(config: Config, flags: Mapping[str, Any]) -> PolicyChoice:
 
 def _flag_value(key: str, value: Any) -> int | Duration | None:
     if key == "keep_within":
-        try:
-            return parse_duration(str(value))
-        except ValueError as exc:
-            raise ConfigError(f"{flag_name(key)}: {exc}") from None
-    if isinstance(value, bool) or not isinstance(value, int) or value < UNLIMITED:
-        raise ConfigError(
-            f"{flag_name(key)}: expected a whole number >= 0 (or -1 for unlimited), got {value!r}"
-        )
-    return value or None
+        return validate.flag(flag_name(key), validate.duration, str(value))
+    return validate.flag(flag_name(key), validate.count, value) or None
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ Answers come back on stdout as lines ``SNAPMGR <nonce> <key> <value>``
 produced by our own queries; everything else psql prints (the dump's
 ``setval`` results, large-object calls) is read and dropped, so the pipe
 never fills. stderr is read in another thread into a bounded tail; its first
-``ERROR`` line is what a failure reports. The password reaches psql only
-through ``PGPASSWORD`` in its environment.
+``ERROR`` line is what a failure reports. Secret connection parameters
+reach psql only through its environment and a private service file
+(:class:`snapmgr.postgres.ChildConnection`), never its argv.
 """
 
 from __future__ import annotations
@@ -56,21 +57,25 @@ class PsqlSession:
         self._error_detailed = False
         # While set, stdout lines that are not answers are query output being fingerprinted.
         self._capture: xxhash.xxh3_128 | None = None
-        env = conn.child_env()
-        env.setdefault("PGAPPNAME", APPLICATION_NAME)
-        self.proc = subprocess.Popen(
-            stdio_blocks([
-                tool.path, "--no-psqlrc", "--no-password", "--quiet", "--no-align",
-                "--tuples-only", "--set=ON_ERROR_STOP=1", "--set=AUTOCOMMIT=off",
-                f"--dbname={conn.conninfo()}",
-            ], "input", PIPE_SIZE),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            bufsize=0,  # nothing held back in our memory: what send() returns from is in the pipe
-            env=env,
-            start_new_session=True,  # our signals and our death must not reach it
-        )  # fmt: skip
+        self._child = conn.for_child()
+        self._child.env.setdefault("PGAPPNAME", APPLICATION_NAME)
+        try:
+            self.proc = subprocess.Popen(
+                stdio_blocks([
+                    tool.path, "--no-psqlrc", "--no-password", "--quiet", "--no-align",
+                    "--tuples-only", "--set=ON_ERROR_STOP=1", "--set=AUTOCOMMIT=off",
+                    f"--dbname={self._child.dsn}",
+                ], "input", PIPE_SIZE),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                bufsize=0,  # nothing held back in memory: what send() returns from is in the pipe
+                env=self._child.env,
+                start_new_session=True,  # our signals and our death must not reach it
+            )  # fmt: skip
+        except BaseException:
+            self._child.close()
+            raise
         assert self.proc.stdin is not None
         enlarge_pipe(self.proc.stdin.fileno())  # with 1 MiB reads: few wake-ups both ways
         self._stdin: IO[bytes] | None = self.proc.stdin
@@ -129,6 +134,7 @@ class PsqlSession:
         """Close stdin (psql ends at EOF) and wait for its exit code."""
         self._close_stdin()
         code = self.proc.wait()
+        self._child.close()
         for reader in self._readers:
             reader.join()
         return code
@@ -152,6 +158,7 @@ class PsqlSession:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
+        self._child.close()
         for reader in self._readers:
             reader.join(5)
 

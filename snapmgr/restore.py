@@ -69,7 +69,7 @@ from snapmgr.restore_sql import (
     terminate_sql,
     text_array,
 )
-from snapmgr.signals import signals_held
+from snapmgr.signals import commit_passed, pause_point, signals_held
 from snapmgr.verify import CHUNK, StoredSql
 
 log = logging.getLogger("snapmgr")
@@ -270,7 +270,10 @@ class _Attempt:
                 self._check_content(session)
             with signals_held():
                 committing = True
+                pause_point("committing-restore")
                 self._commit(session)
+                commit_passed(f"the restore of {self.manifest.id} into {self.where} was committed")
+            pause_point("after-restore-commit")
         except BaseException as exc:
             if committing:
                 raise

@@ -43,6 +43,7 @@ from snapmgr.encryption import SCHEME, encrypt_stream
 from snapmgr.errors import (
     DumpError,
     IdTakenError,
+    Interrupted,
     NotFoundError,
     SnapmgrError,
     StorageError,
@@ -70,7 +71,7 @@ from snapmgr.pipeline import (
 from snapmgr.postgres import ConnInfo, ServerInfo, Tool, pg_dump_command
 from snapmgr.progress import Progress
 from snapmgr.redact import scrub
-from snapmgr.signals import signals_held
+from snapmgr.signals import commit_passed, pause_point, signals_held
 
 log = logging.getLogger("snapmgr")
 
@@ -126,6 +127,7 @@ class _Target:
     writer: Writer
     channel: Channel[bytes]
     error: SnapmgrError | None = None
+    committed: bool = False  # its dump object is complete and visible in the store
 
 
 def _reserve(
@@ -194,18 +196,23 @@ class DumpRun:
             Channel(RAW_QUEUE, self.cancel) if request.recipients else None
         )
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen(
-            stdio_blocks(
-                pg_dump_command(request.pg_dump, request.conn, request.content),
-                "output",
-                PIPE_SIZE,
-            ),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            env=request.conn.child_env(),
-            start_new_session=True,  # our signal handling decides when it stops
-        )
+        self._child = request.conn.for_child()
+        try:
+            self.proc = subprocess.Popen(
+                stdio_blocks(
+                    pg_dump_command(request.pg_dump, request.conn, request.content),
+                    "output",
+                    PIPE_SIZE,
+                ),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+                env=self._child.env,
+                start_new_session=True,  # our signal handling decides when it stops
+            )
+        except BaseException:
+            self.close()
+            raise
         assert self.proc.stdout is not None
         enlarge_pipe(self.proc.stdout.fileno(), PIPE_SIZE)
 
@@ -301,6 +308,7 @@ class DumpRun:
 
     def close(self) -> None:
         self._stderr.close()
+        self._child.close()
 
 
 def take_snapshot(
@@ -313,7 +321,11 @@ def take_snapshot(
 
     ``on_commit`` (the pointer update) runs right after the manifests, in the
     same window where SIGINT/SIGTERM are held, so an interrupt can never land
-    between "committed" and "pointer updated".
+    between "committed" and "pointer updated". Until the manifests are
+    written, any failure or interrupt removes what this attempt stored, the
+    dump objects it already committed included (an interrupt raises
+    ``Interrupted`` saying so, or naming what could not be removed); after
+    them, the snapshot stands whatever signal arrives.
     """
     started = datetime.now(UTC)
     clock = time.monotonic()
@@ -321,34 +333,80 @@ def take_snapshot(
     snapshot_id, writers = _reserve(stores, request, started, size_hint)
     log.debug("reserved %s in %d store(s)", snapshot_id, len(stores))
     cancel = threading.Event()
+    targets = [
+        _Target(store, writer, Channel(STORE_QUEUE, cancel))
+        for store, writer in zip(stores, writers, strict=True)
+    ]
     run: DumpRun | None = None
     try:
-        targets = [
-            _Target(store, writer, Channel(STORE_QUEUE, cancel))
-            for store, writer in zip(stores, writers, strict=True)
-        ]
         run = DumpRun(request, targets, cancel)
         _stream(run, progress)
         _check_dump(run)
-        _commit_writers(run)
-    except BaseException:
-        for writer in writers:
-            with contextlib.suppress(Exception):
-                writer.abort()
+        with signals_held(deliver_after=True):
+            pause_point("committing-dumps")
+            _commit_writers(run)
+        pause_point("after-dump-commit")
+        live = [t for t in targets if t.error is None]
+        _verify_stored(run, live, snapshot_id)
+        manifest = _manifest(run, snapshot_id, started, time.monotonic() - clock)
+    except BaseException as exc:
+        with signals_held():
+            removed, left = _discard(targets, dump_name(snapshot_id, request.compression))
+        if isinstance(exc, KeyboardInterrupt):
+            raise Interrupted(_interrupted(snapshot_id, exc, removed, left)) from None
+        for where, error in left:
+            log.warning("could not remove %s after the failure: %s", where, error)
         raise
     finally:
         if run is not None:
             run.stop()
             run.close()
-    live = [t for t in targets if t.error is None]
-    _verify_stored(run, live, snapshot_id)
-    manifest = _manifest(run, snapshot_id, started, time.monotonic() - clock)
     with signals_held():
+        pause_point("writing-manifests")
         committed = _write_manifests(manifest, live)
+        commit_passed(f"snapshot {snapshot_id} was committed")
         if on_commit is not None:
             on_commit(manifest, [t.store for t in committed])
+    pause_point("after-commit")
     failed = tuple((t.store, t.error) for t in targets if t.error is not None)
     return SnapshotResult(manifest, tuple(t.store for t in committed), failed)
+
+
+def _discard(targets: list[_Target], name: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Abort every unfinished write and delete the dump objects this attempt
+    committed: the stores it was removed from, and ``(location, error)`` of
+    those where it could not be."""
+    removed: list[str] = []
+    left: list[tuple[str, str]] = []
+    for target in targets:
+        with contextlib.suppress(Exception):
+            target.writer.abort()
+        if not target.committed:
+            continue
+        try:
+            target.store.backend.delete([name])
+        except SnapmgrError as exc:
+            left.append((target.store.backend.location(name), str(exc)))
+        else:
+            removed.append(target.store.describe())
+    return removed, left
+
+
+def _interrupted(
+    snapshot_id: str, exc: KeyboardInterrupt, removed: list[str], left: list[tuple[str, str]]
+) -> str:
+    by = f" by {exc.args[0]}" if exc.args else ""
+    message = f"snapshot {snapshot_id} interrupted{by}; nothing was committed"
+    if left:
+        shown = "; ".join(f"{where} ({error})" for where, error in left)
+        return (
+            f"{message}, but its dump could not be removed from {shown}: it is not a snapshot "
+            "(no manifest, never listed or restored); delete it by hand, or prune removes it "
+            "once older than orphan_grace"
+        )
+    if removed:
+        return f"{message}: its dump, already stored in {', '.join(removed)}, was removed again"
+    return message
 
 
 def _stream(run: DumpRun, progress: Progress) -> None:
@@ -429,6 +487,8 @@ def _commit_writers(run: DumpRun) -> None:
         except SnapmgrError as exc:
             target.error = exc
             target.writer.abort()
+            continue
+        target.committed = True
     if all(t.error is not None for t in run.targets):
         raise _first_store_error(run.targets)
 

@@ -58,16 +58,71 @@ def test_legacy_variables_and_config_from_env(tmp_path: Path) -> None:
         ('default_stores = ["nope"]\n', "nope"),
         ("compression_level = 9\n", "compression_level"),
         ('label = "../x"\n', "label"),
+        (b'label = "\xff"\n', "is not UTF-8"),
+        ("compression_level = inf\n", "compression_level"),
+        ("compression_level = 1e400\n", "compression_level"),
+        ("compression_level = nan\n", "compression_level"),
+        ("compression_level = 2.5\n", "compression_level"),
+        ("progress_interval = nan\n", "progress_interval"),
+        ("progress_interval = inf\n", "progress_interval"),
+        ("progress_interval = 0\n", "progress_interval"),
+        ("progress_interval = 1e9\n", "progress_interval"),
+        ('backup_dir = ""\n', "backup_dir"),
+        ('pointer_file = ""\n', "pointer_file"),
+        ('pointer_file = "a\\u0000b"\n', "pointer_file"),
+        ('orphan_grace = ""\n', "orphan_grace"),
+        ('orphan_grace = "99999999999999999999d"\n', "orphan_grace"),
+        ("[retention]\nkeep_daily = 1e400\n", "keep_daily"),
+        ("[retention]\nkeep_daily = 99999999999999999999\n", "keep_daily"),
+        ('[retention]\nkeep_within = "99999y"\n', "keep_within"),
+        ("x = " + "[" * 3000 + "]" * 3000 + "\n", "nested too deeply"),
+        ("x = " + "{a = " * 3000 + "1" + "}" * 3000 + "\n", "nested too deeply"),
+        ('[stores.x]\nurl = "file://"\n', "stores.x.url"),
+        ('[stores.x]\nurl = "local://"\n', "stores.x.url"),
+        (f'[stores.x]\nurl = "s3://{"b" * 300}/p"\n', "stores.x.url"),
+        (f'[stores.x]\nurl = "sftp://{"h" * 64}.example/p"\n', "stores.x.url"),
+    ],
+    ids=lambda value: repr(value)[:40] if isinstance(value, str | bytes) else None,
+)
+def test_bad_files_name_the_key(tmp_path: Path, text: str | bytes, named: str) -> None:
+    path = tmp_path / "snapmgr.toml"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        load_config({}, {}, str(path))
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SNAPMGR_KEEP_DAILY", "many"),
+        ("SNAPMGR_KEEP_DAILY", "1e400"),
+        ("SNAPMGR_PROGRESS_INTERVAL", "nan"),
+        ("SNAPMGR_PROGRESS_INTERVAL", "inf"),
+        ("SNAPMGR_PROGRESS_INTERVAL", "-1"),
+        ("SNAPMGR_COMPRESSION_LEVEL", "1e400"),
+        ("SNAPMGR_ORPHAN_GRACE", "0s"),
+        ("SNAPMGR_POINTER_FILE", " "),
     ],
 )
-def test_bad_files_name_the_key(tmp_path: Path, text: str, named: str) -> None:
-    with pytest.raises(ConfigError, match=re.escape(named)):
-        load_config({}, {}, write(tmp_path, text))
+def test_bad_env_value_names_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        load_config({}, {variable: value}, None)
 
 
-def test_bad_env_value_names_variable() -> None:
-    with pytest.raises(ConfigError, match="SNAPMGR_KEEP_DAILY"):
-        load_config({}, {"SNAPMGR_KEEP_DAILY": "many"}, None)
+def test_good_edge_values_are_accepted(tmp_path: Path) -> None:
+    """The bounds themselves, and forms that mean the same number."""
+    text = (
+        "progress_interval = 86400\ncompression_level = 3.0\norphan_grace = \"9999y\"\n"
+        "[retention]\nkeep_daily = -1\nkeep_last = 2147483647\n"
+    )
+    config = load_config({}, {}, write(tmp_path, text))
+    assert config["progress_interval"] == 86400
+    assert config["compression_level"] == 3
+    assert config["keep_daily"] == -1 and config["keep_last"] == 2**31 - 1
+    assert str(config["orphan_grace"]) == "9999y"
 
 
 def test_missing_and_invalid_files(tmp_path: Path) -> None:

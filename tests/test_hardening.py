@@ -130,29 +130,75 @@ def test_bad_ids_are_refused_by_every_command_before_any_storage_call(
         assert counter.forwarded > 0
 
 
+LONG_HOST = "h" * 300  # one 300-character label: IDNA refuses it
+DEEP_ARRAY = "x = " + "[" * 3000 + "]" * 3000 + "\n"
+DEEP_TABLE = "x = " + "{a = " * 3000 + "1" + "}" * 3000 + "\n"
+
+
 @pytest.mark.parametrize(
-    ("args", "env", "named"),
+    ("args", "env", "config", "named"),
     [
-        (("prune", "--keep-within", "3x"), {}, "--keep-within"),
-        (("prune", "--keep-daily", "-5"), {}, "--keep-daily"),
-        (("prune", "--keep-last", "1.5"), {}, "--keep-last"),
-        (("check", "--max-age", "soon"), {}, "--max-age"),
-        (("check", "--max-age", "1h", "--min-count", "many"), {}, "--min-count"),
-        (("snapshot", "--level", "99"), {}, "compression_level"),
-        (("snapshot", "--level", "abc"), {}, "--level"),
-        (("restore", "latest", "--lock-timeout", "0"), {}, "--lock-timeout"),
-        (("prune", "--keep-last", "1"), {"SNAPMGR_ORPHAN_GRACE": "soon"}, "SNAPMGR_ORPHAN_GRACE"),
-        (("snapshot",), {"SNAPMGR_COMPRESSION_LEVEL": "high"}, "SNAPMGR_COMPRESSION_LEVEL"),
-        (("list", "--no-such-flag"), {}, "--no-such-flag"),
+        (("prune", "--keep-within", "3x"), {}, None, "--keep-within"),
+        (("prune", "--keep-daily", "-5"), {}, None, "--keep-daily"),
+        (("prune", "--keep-last", "1.5"), {}, None, "--keep-last"),
+        (("prune", "--keep-last", "99999999999999999999"), {}, None, "--keep-last"),
+        (("prune", "--keep-within", "99999999999y"), {}, None, "--keep-within"),
+        (("check", "--max-age", "soon"), {}, None, "--max-age"),
+        (("check", "--max-age", "99999999999999999999h"), {}, None, "--max-age"),
+        (("check", "--max-age", "1h", "--min-count", "many"), {}, None, "--min-count"),
+        (("check", "--max-age", "1h", "--min-count", "99999999999999999999"), {}, None,
+         "--min-count"),
+        (("check", "--max-age", "1h", "--metrics-file", ""), {}, None, "--metrics-file"),
+        (("prune", "--keep-last", "1", "--metrics-file", ""), {}, None, "--metrics-file"),
+        (("snapshot", "--level", "99"), {}, None, "compression_level"),
+        (("snapshot", "--level", "abc"), {}, None, "--level"),
+        (("restore", "latest", "--lock-timeout", "0"), {}, None, "--lock-timeout"),
+        (("restore", "latest", "--yes", "--lock-timeout", "inf"), {}, None, "--lock-timeout"),
+        (("restore", "latest", "--yes", "--lock-timeout", "1e309"), {}, None, "--lock-timeout"),
+        (("restore", "latest", "--yes", "--lock-timeout", "nan"), {}, None, "--lock-timeout"),
+        (("restore", "latest", "--yes", "--lock-timeout", "1e300"), {}, None, "--lock-timeout"),
+        (("guard", "--lock-timeout", "inf", "--", "true"), {}, None, "--lock-timeout"),
+        (("restore", "latest", "--yes", "--target-url", f"postgresql://u@{LONG_HOST}/db"), {},
+         None, "--target-url"),
+        (("snapshot",), {"DATABASE_URL": f"postgresql://u:pw@{LONG_HOST}:5432/db"}, None,
+         "DATABASE_URL"),
+        (("snapshot",), {"DATABASE_URL": f"{UNREACHABLE_DB}?service=app&sslpassword=pw"}, None,
+         "DATABASE_URL"),
+        (("snapshot", "--store", "file://"), {}, None, "--store"),
+        (("snapshot", "--store", "local://"), {}, None, "--store"),
+        (("list", "--store", f"https://{LONG_HOST}/snaps"), {}, None, "--store"),
+        (("list", "--store", "s3://bucket/app"),
+         {"AWS_ENDPOINT_URL_S3": f"http://{LONG_HOST}:9000"}, None, "AWS_ENDPOINT_URL_S3"),
+        (("prune", "--keep-last", "1"), {"SNAPMGR_ORPHAN_GRACE": "soon"}, None,
+         "SNAPMGR_ORPHAN_GRACE"),
+        (("snapshot",), {"SNAPMGR_COMPRESSION_LEVEL": "high"}, None, "SNAPMGR_COMPRESSION_LEVEL"),
+        (("snapshot",), {"SNAPMGR_PROGRESS_INTERVAL": "nan"}, None, "SNAPMGR_PROGRESS_INTERVAL"),
+        (("snapshot",), {"SNAPMGR_PROGRESS_INTERVAL": "1e309"}, None,
+         "SNAPMGR_PROGRESS_INTERVAL"),
+        (("snapshot",), {}, b'label = "\xff"\n', "is not UTF-8"),
+        (("snapshot",), {}, b"compression_level = inf\n", "compression_level"),
+        (("snapshot",), {}, b"compression_level = 1e400\n", "compression_level"),
+        (("snapshot",), {}, b"progress_interval = nan\n", "progress_interval"),
+        (("list",), {}, DEEP_ARRAY.encode(), "nested too deeply"),
+        (("list",), {}, DEEP_TABLE.encode(), "nested too deeply"),
+        (("list", "--no-such-flag"), {}, None, "--no-such-flag"),
     ],
-    ids=lambda value: " ".join(value) if isinstance(value, tuple) else None,
-)
+    ids=lambda value: " ".join(value)[:60] if isinstance(value, tuple) else None,
+)  # fmt: skip
 def test_bad_numbers_and_durations_exit_2_naming_the_flag(
-    cli: Cli, args: tuple[str, ...], env: dict[str, str], named: str
-) -> None:
-    result = cli(*args, env={"DATABASE_URL": UNREACHABLE_DB, **env})
+    cli: Cli, tmp_path: Path, args: tuple[str, ...], env: dict[str, str], config: bytes | None,
+    named: str,
+) -> None:  # fmt: skip
+    """Bad values from flags, variables and config files: exit 2 and one line naming
+    the flag, key or variable, before any connection (the database URL leads
+    nowhere and the store stays empty, so a late check would fail otherwise)."""
+    if config is not None:
+        (tmp_path / "bad.toml").write_bytes(config)
+        args = (*args, "--config", str(tmp_path / "bad.toml"))
+    result = cli(*args, env={"DATABASE_URL": UNREACHABLE_DB, "AWS_MAX_ATTEMPTS": "1", **env})
     assert result.returncode == 2, result.stderr
     assert named in one_error_line(result.stderr)
+    assert result.stderr.count("\n") == 1, result.stderr  # nothing else said, nothing done
     assert not cli.store.exists() and not cli.pointer.exists()
 
 
@@ -178,13 +224,15 @@ def test_s3_denying_access_exits_5_with_one_line_about_credentials(
 def test_s3_bucket_that_does_not_exist_exits_5_and_commits_nothing(
     cli: Cli, pg_server: Server, pagila_db: str, moto_server: str
 ) -> None:
+    """With boto3 (``s3://``) and with fsspec (``fsspec+s3://``, s3fs) alike."""
     cli.env.update(aws_env(moto_server))
-    for args in (("snapshot",), ("list",), ("show", "latest")):
-        result = cli(*args, "--store", "s3://no-such-bucket-here/app",
-                     env={"DATABASE_URL": pg_server.url(pagila_db)})  # fmt: skip
-        assert result.returncode == 5, (args, result.stderr)
-        line = one_error_line(result.stderr)
-        assert "bucket does not exist" in line and "no-such-bucket-here" in line
+    for url in ("s3://no-such-bucket-here/app", "fsspec+s3://no-such-bucket-here/app"):
+        for args in (("snapshot",), ("list",), ("show", "latest")):
+            result = cli(*args, "--store", url, env={"DATABASE_URL": pg_server.url(pagila_db)})
+            assert result.returncode == 5, (url, args, result.stderr)
+            line = one_error_line(result.stderr)
+            assert "bucket" in line and "does not exist" in line, line
+            assert "no-such-bucket-here" in line
     assert not cli.pointer.exists()
 
 

@@ -7,7 +7,10 @@ from PGPASSWORD or from a 0600 passfile, at -v, -vv and with --json. While
 each command runs, a thread reads ``/proc/*/cmdline`` of every process on the
 machine (pg_dump and psql included); afterwards every byte the commands
 printed and every file they wrote (decompressed dumps included) is searched.
-The same for AWS secret keys and passwords in store URLs and store options.
+The same for AWS secret keys and passwords in store URLs and store options,
+and for an ``sslpassword`` in DATABASE_URL, which reaches pg_dump and psql
+through a private service file; their environment (``/proc/PID/environ``) is
+sampled too: no DATABASE_URL, no AWS keys.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import re
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,7 @@ from urllib.parse import quote
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from snapmgr.postgres import ConnInfo
 from tests.conftest import Cli
 from tests.pgutil import Server
 from tests.s3_server import (
@@ -268,3 +273,115 @@ def test_the_argv_watch_would_see_a_password_on_a_command_line(tmp_path: Path) -
         subprocess.run([sys.executable, "-c", "import time; time.sleep(0.3)", PASSWORD],
                        check=True)  # fmt: skip
     assert watch.children_with(PASSWORD)
+
+
+SSL_SECRET = f"SSLKEY-PASSPHRASE-{uuid.uuid4().hex[:12]}"  # unique: other runs share /proc
+
+
+class ChildWatch(ArgvWatch):
+    """Also reads the environment (``/proc/PID/environ``) of every pg_dump and psql
+    whose parent's environment holds ``marker`` (other test runs on this machine
+    start their own), and, while the child runs, the service file it names."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker.encode()
+        self.environs: list[dict[bytes, bytes]] = []
+        self.argvs: list[bytes] = []
+        self.connecting: list[dict[bytes, bytes]] = []  # environments of pg_dump/psql --dbname
+        self.service_files: dict[str, tuple[int, int, bytes]] = {}
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    argv = (entry / "cmdline").read_bytes()
+                    self.seen.add(argv)
+                    if argv.split(b"\0")[0].endswith((b"/pg_dump", b"/psql")):
+                        parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+                        if self.marker in Path(f"/proc/{parent}/environ").read_bytes():
+                            self.argvs.append(argv)
+                            self._note_child(argv, (entry / "environ").read_bytes())
+                except OSError:
+                    continue
+
+    def _note_child(self, argv: bytes, raw: bytes) -> None:
+        variables = dict(item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+        self.environs.append(variables)
+        if b"--dbname=" in argv:
+            self.connecting.append(variables)
+        path = variables.get(b"PGSERVICEFILE", b"").decode()
+        if path and path not in self.service_files:
+            try:
+                mode = Path(path).stat().st_mode & 0o777
+                dir_mode = Path(path).parent.stat().st_mode & 0o777
+                self.service_files[path] = (mode, dir_mode, Path(path).read_bytes())
+            except OSError:
+                return
+
+
+def ssl_url(where: dict[str, Any], dbname: str) -> str:
+    """The role's URL with its password and an ``sslpassword`` (ignored by libpq
+    without SSL, but a secret that must be handled like the password)."""
+    query = f"?sslmode=disable&sslpassword={quote(SSL_SECRET, safe='')}"
+    return role_url(where, dbname, PASSWORD) + query
+
+
+def test_sslpassword_and_the_environment_never_reach_pg_dump_or_psql(
+    cli: Cli, pg_server: Server, pagila_db: str, planted_role: dict[str, Any]
+) -> None:
+    marker = f"SECRETS_CYCLE_RUN={uuid.uuid4().hex}"
+    env = {"DATABASE_URL": ssl_url(planted_role, pagila_db), "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
+           "SNAPMGR_LABEL": "ssl", **dict([marker.split("=")])}  # fmt: skip
+    run = Recorder(cli, env)
+    with ChildWatch(marker) as watch:
+        snapshot_id = run("snapshot", "-vv").strip()
+        pg_server.execute(pagila_db, "CREATE TABLE public.after_snapshot (a int)")
+        run("restore", snapshot_id, "--yes", "-vv")
+
+    assert watch.ran(b"pg_dump") and watch.ran(b"psql"), "the children were never seen"
+    assert watch.children_with(SSL_SECRET) == []
+    assert watch.argvs and not [a for a in watch.argvs if any(f in a for f in forms(PASSWORD))]
+    assert watch.environs
+    for variables in watch.environs:
+        names = set(variables)
+        assert not names & {b"DATABASE_URL", b"AWS_SECRET_ACCESS_KEY", b"SNAPMGR_LABEL",
+                            marker.split("=", maxsplit=1)[0].encode()}, names  # fmt: skip
+        assert not [v for v in variables.values() if SSL_SECRET.encode() in v]
+        assert b"PATH" in names
+    assert watch.connecting, "no connecting child seen"
+    for variables in watch.connecting:
+        assert variables.get(b"PGPASSWORD") == PASSWORD.encode()  # the password: PGPASSWORD
+        assert variables.get(b"PGSERVICE") == b"snapmgr"  # the other secrets: the service file
+    assert len(watch.service_files) >= 2, "each child's service file, seen while it ran"
+    for path, (mode, dir_mode, text) in watch.service_files.items():
+        assert (mode, dir_mode) == (0o600, 0o700), path
+        assert text == f"[snapmgr]\nsslpassword={SSL_SECRET}\n".encode()
+        assert not Path(path).exists() and not Path(path).parent.exists(), "left behind"
+    assert run.leaks(SSL_SECRET) == [] and run.leaks(PASSWORD) == []
+    assert pg_server.execute(pagila_db, "SELECT to_regclass('public.after_snapshot')") == [(None,)]
+
+
+def test_the_service_file_hands_libpq_the_secret_parameters(
+    pg_server: Server, pagila_db: str, planted_role: dict[str, Any]
+) -> None:
+    """libpq itself reads the sslpassword from the child's service file: a child
+    connecting with the child's argv conninfo and environment has it."""
+    conn = ConnInfo.parse(ssl_url(planted_role, pagila_db))
+    assert conn.hidden == {"sslpassword": SSL_SECRET}
+    probe = (
+        "import sys, psycopg\n"
+        "with psycopg.connect(sys.argv[1]) as db:\n"
+        "    options = {o.keyword: o.val for o in db.pgconn.info}\n"
+        "    print((options[b'sslpassword'] or b'').decode(), db.info.dbname)\n"
+    )
+    with conn.for_child() as child:
+        assert SSL_SECRET not in child.dsn and PASSWORD not in child.dsn
+        service_file = Path(child.env["PGSERVICEFILE"])
+        done = subprocess.run([sys.executable, "-c", probe, child.dsn], env=child.env,
+                              capture_output=True, text=True, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == [SSL_SECRET, pagila_db]
+    assert not service_file.exists()

@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 import snapmgr.cli
+from snapmgr import signals
 from snapmgr.cli import VERSION_LINE
 
 app = typer.Typer(
@@ -59,16 +60,20 @@ def main() -> None:
 
     A command-line mistake (unknown option, bad or missing value) is one line
     on stderr and exit 2, like every other failure, instead of click's usage
-    block and boxed message.
+    block and boxed message. SIGINT/SIGTERM interrupt only a command's body
+    (see :mod:`snapmgr.signals`); once the outcome is decided they are ignored,
+    so the exit status is always the outcome's.
     """
+    signals.install()
     try:
         code = app(standalone_mode=False)
     except _CLICK_ERROR as exc:
         if type(exc).__name__ != "NoArgsIsHelpError":  # the help text is already shown
             sys.stderr.write(f"snapmgr: error: {_one_line(exc)}\n")
-        sys.exit(getattr(exc, "exit_code", 2))
+        code = getattr(exc, "exit_code", 2)
     except typer.Abort:
-        sys.exit(1)
+        code = 1
+    signals.settle()
     sys.exit(code if isinstance(code, int) else 0)
 
 

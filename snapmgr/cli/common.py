@@ -15,7 +15,6 @@ import inspect
 import json
 import logging
 import os
-import signal
 import sys
 import time
 import traceback
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, get_type_hints
 
 import typer
 
+from snapmgr import signals
 from snapmgr.cli import reporting
 from snapmgr.config import Config, load_config
 from snapmgr.errors import SnapmgrError
@@ -180,34 +180,38 @@ def fail(ctx: Ctx | None, message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def run_guarded(ctx: Ctx, body: Callable[[], int | None]) -> None:
     """Run a command body, mapping every failure to one line and an exit code.
 
     SIGTERM (what PaaS platforms and Kubernetes send) is handled like Ctrl-C:
     it unwinds through the same cleanup, so a partial upload is aborted and
-    a restore rolled back instead of the process dying mid-step.
+    a restore rolled back instead of the process dying mid-step. Once the body
+    passed a commit point, a signal no longer interrupts: the result stands,
+    is printed, and a warning names the signal (see :mod:`snapmgr.signals`).
     """
     setup_logging(ctx.quiet, ctx.verbose, ctx.secrets)
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        code = body()
+        with signals.interruptible():
+            code = body()
     except typer.Exit:
         raise
     except SnapmgrError as exc:
         if ctx.verbose:
             sys.stderr.write(scrub(traceback.format_exc(), ctx.secrets()))
         fail(ctx, str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        fail(ctx, "interrupted; nothing was committed by the interrupted step", EXIT_INTERRUPTED)
+    except KeyboardInterrupt as exc:
+        by = f" by {exc.args[0]}" if exc.args else ""
+        fail(ctx, f"interrupted{by}; nothing was committed by the interrupted step",
+             EXIT_INTERRUPTED)  # fmt: skip
     except Exception as exc:
         if ctx.verbose:
             sys.stderr.write(scrub(traceback.format_exc(), ctx.secrets()))
         hint = "" if ctx.verbose else " (run with -v for details)"
         fail(ctx, f"unexpected error: {type(exc).__name__}: {exc}{hint}", 1)
+    signals.pause_point("after-output")
+    names, committed = signals.late()
+    if names and committed:
+        log.warning("%s arrived after %s; that result stands", " and ".join(names), committed)
     if code:
         raise typer.Exit(code)
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from snapmgr import validate
 from snapmgr.cli import reporting
 from snapmgr.cli.common import Ctx, command
 from snapmgr.cli.snapshot_cmds import IdentityFileOpt, NoLockOpt, WaitOpt
@@ -84,7 +85,6 @@ def restore(
         typer.Option(
             help="Give up (target unchanged) when other sessions' locks block "
             "the restore this many seconds.",
-            min=0.001,
         ),
     ] = DEFAULT_LOCK_TIMEOUT_S,
     yes: Annotated[
@@ -138,6 +138,7 @@ def restore(
     ctx.overrides.update(age_identity_file=identity_file)
     ctx.note(snapshot_id=snapshot_id)
     reporting.note_database(ctx, target_url)
+    lock_timeout = validate.flag("--lock-timeout", validate.lock_timeout, lock_timeout)
     result = ctx.manager().restore(
         snapshot_id,
         target_url=target_url,
@@ -201,7 +202,6 @@ def guard(
         typer.Option(
             help="When restoring, give up after waiting this many seconds for "
             "other sessions' locks.",
-            min=0.001,
         ),
     ] = DEFAULT_LOCK_TIMEOUT_S,
     wait: WaitOpt = "30min",
@@ -218,6 +218,7 @@ def guard(
 ) -> int:
     """Snapshot, run CMD (e.g. a migration), exit with its code; on failure say how to
     restore, or restore. Instances of one deploy take turns (see --wait)."""
+    lock_timeout = validate.flag("--lock-timeout", validate.lock_timeout, lock_timeout)
     ctx.overrides.update(label=label)
     wait_s = None if no_lock else wait_seconds(wait)
     reuse = reuse_window(reuse_within)

@@ -10,11 +10,11 @@ from zoneinfo import ZoneInfo
 
 import typer
 
+from snapmgr import validate
 from snapmgr.catalog import Entry
 from snapmgr.cli import reporting
 from snapmgr.cli.common import Ctx, command
-from snapmgr.durations import parse_duration
-from snapmgr.errors import ConfigError, SafetyRefusal, SnapmgrError, StorageError
+from snapmgr.errors import SafetyRefusal, SnapmgrError, StorageError
 from snapmgr.health import (
     HealthReport,
     check_gauges,
@@ -101,6 +101,8 @@ def prune(
         "keep_weekly": keep_weekly, "keep_monthly": keep_monthly, "keep_yearly": keep_yearly,
         "keep_within": keep_within,
     }  # fmt: skip
+    if metrics_file is not None:
+        validate.flag("--metrics-file", validate.path, metrics_file)
     started = time.monotonic()
     ctx.note(dry_run=dry_run)
     if not dry_run:
@@ -326,16 +328,15 @@ def check(
     ] = None,
 ) -> int:
     """Monitoring probe: exit 0 and one line if the newest snapshot is recent enough, else 1."""
-    try:
-        limit = parse_duration(max_age)
-    except ValueError as exc:
-        raise ConfigError(f"--max-age: {exc}") from None
-    try:
-        drill_limit = parse_duration(max_drill_age) if max_drill_age is not None else None
-    except ValueError as exc:
-        raise ConfigError(f"--max-drill-age: {exc}") from None
-    if min_count < 0:
-        raise ConfigError(f"--min-count: expected a whole number >= 0, got {min_count}")
+    limit = validate.flag("--max-age", validate.duration, max_age)
+    min_count = validate.flag("--min-count", validate.min_count, min_count)
+    if metrics_file is not None:
+        validate.flag("--metrics-file", validate.path, metrics_file)
+    drill_limit = (
+        validate.flag("--max-drill-age", validate.duration, max_drill_age)
+        if max_drill_age is not None
+        else None
+    )
     now = datetime.now(UTC)
     try:
         report = ctx.manager().check(

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from snapmgr.backends.fsspec_store import FsspecBackend
-from snapmgr.backends.testing import BackendConformance, MakeBackend, read_all
+from snapmgr.backends.testing import BackendConformance, BucketConformance, MakeBackend, read_all
 from snapmgr.errors import IdTakenError
 from snapmgr.registry import kind_for_url, open_backend
 from tests.s3_server import fake_aws, moto_server, new_bucket, pending_uploads, s3_client
@@ -36,17 +36,25 @@ def storage_options(endpoint: str) -> dict[str, Any]:
     }
 
 
-class TestFsspecS3(BackendConformance):
+def make_fsspec_s3(bucket: str, endpoint: str) -> MakeBackend:
+    def make(sub: str = "") -> FsspecBackend:
+        kind, url = kind_for_url(f"fsspec+s3://{bucket}/app/db" + (f"/{sub}" if sub else ""))
+        assert kind == "fsspec"
+        backend = open_backend(kind, url, {"storage_options": storage_options(endpoint)})
+        assert isinstance(backend, FsspecBackend)
+        return backend
+
+    return make
+
+
+class TestFsspecS3(BackendConformance, BucketConformance):
     @pytest.fixture
     def make_backend(self, bucket: str, moto_server: str) -> MakeBackend:
-        def make(sub: str = "") -> FsspecBackend:
-            kind, url = kind_for_url(f"fsspec+s3://{bucket}/app/db" + (f"/{sub}" if sub else ""))
-            assert kind == "fsspec"
-            backend = open_backend(kind, url, {"storage_options": storage_options(moto_server)})
-            assert isinstance(backend, FsspecBackend)
-            return backend
+        return make_fsspec_s3(bucket, moto_server)
 
-        return make
+    @pytest.fixture
+    def make_in_missing_bucket(self, fake_aws: None, moto_server: str) -> MakeBackend:
+        return make_fsspec_s3("no-such-bucket-here", moto_server)
 
     @pytest.fixture
     def leftovers(self, bucket: str, moto_server: str) -> Callable[[], list[str]]:

@@ -25,7 +25,13 @@ from snapmgr.backends.s3 import (
     plan_parts,
     translate,
 )
-from snapmgr.backends.testing import BackendConformance, MakeBackend, read_all, write_all
+from snapmgr.backends.testing import (
+    BackendConformance,
+    BucketConformance,
+    MakeBackend,
+    read_all,
+    write_all,
+)
 from snapmgr.errors import ConfigError, IdTakenError, NotFoundError, StorageError
 from snapmgr.registry import kind_for_url, open_backend
 from tests.s3_server import bucket_keys, fake_aws, moto_server, pending_uploads
@@ -54,10 +60,14 @@ def make_s3(bucket: str, options: dict[str, Any] | None = None) -> MakeBackend:
     return make
 
 
-class TestS3(BackendConformance):
+class TestS3(BackendConformance, BucketConformance):
     @pytest.fixture
     def make_backend(self, s3: Any) -> MakeBackend:
         return make_s3("snapmgr-conformance")
+
+    @pytest.fixture
+    def make_in_missing_bucket(self, s3: Any) -> MakeBackend:
+        return make_s3("no-such-bucket-here")
 
     @pytest.fixture
     def leftovers(self, s3: Any) -> Callable[[], list[str]]:
