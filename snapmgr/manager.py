@@ -24,49 +24,34 @@ from zoneinfo import ZoneInfo
 
 from snapmgr.catalog import LATEST, Entry, Store, list_entries, open_stores, resolve
 from snapmgr.config import Config
-from snapmgr.deploylock import DEFAULT_WAIT_S, DeployLock, Reuse, deploy_lock
+from snapmgr.deploylock import DEFAULT_WAIT_S, Reuse
 from snapmgr.durations import Duration
-from snapmgr.encryption import (
-    IDENTITY_HINT,
-    Keyring,
-    WrongKeyError,
-    load_keyring,
-    missing_key,
-    read_recipients_file,
-)
 from snapmgr.errors import SafetyRefusal, SnapmgrError, StorageError, UsageError
-from snapmgr.guard import GuardResult, check_command, run_guard
-from snapmgr.health import HealthReport, assess
-from snapmgr.inventory import survey
 from snapmgr.manifest import DumpContent, Manifest, validate_label
 from snapmgr.pointer import read_pointer, write_pointer
-from snapmgr.postgres import (
-    ConnInfo,
-    check_dump_version,
-    find_tool,
-    preflight,
-    split_qualified,
-)
 from snapmgr.progress import NullProgress, Progress, make_progress
-from snapmgr.prune import (
-    Deletion,
-    PolicyChoice,
-    PrunePlan,
-    PruneResult,
-    choose_policy,
-    delete_everywhere,
-    execute_plan,
-    plan_prune,
-)
-from snapmgr.rekey import RekeyResult, rekey_entry
-from snapmgr.restore import RestoreOptions, RestoreResult, restore_entry
 from snapmgr.restore_sql import DEFAULT_LOCK_TIMEOUT_S
-from snapmgr.retention import EmptyPolicyError
-from snapmgr.snapshot import SnapshotRequest, SnapshotResult, take_snapshot
-from snapmgr.verify import VerifyResult, verify_all_copies
 
 if TYPE_CHECKING:
+    from snapmgr.deploylock import DeployLock
     from snapmgr.drill_record import DrillRecord
+    from snapmgr.encryption import (
+        Keyring,
+        WrongKeyError,
+    )
+    from snapmgr.guard import GuardResult
+    from snapmgr.health import HealthReport
+    from snapmgr.postgres import ConnInfo
+    from snapmgr.prune import (
+        Deletion,
+        PolicyChoice,
+        PrunePlan,
+        PruneResult,
+    )
+    from snapmgr.rekey import RekeyResult
+    from snapmgr.restore import RestoreResult
+    from snapmgr.snapshot import SnapshotResult
+    from snapmgr.verify import VerifyResult
 
 log = logging.getLogger("snapmgr")
 
@@ -159,6 +144,8 @@ class SnapshotManager:
     @contextlib.contextmanager
     def deploy_lock(self, label: str, wait_s: float | None) -> Iterator[DeployLock | None]:
         """The label's deploy lock on the source database (``None``: do without)."""
+        from snapmgr.deploylock import deploy_lock
+
         if wait_s is None:
             yield None
             return
@@ -172,6 +159,8 @@ class SnapshotManager:
         lock: DeployLock | None,
         reuse: Reuse | None,
     ) -> SnapshotResult:
+        from snapmgr.snapshot import SnapshotResult
+
         if reuse is not None:
             since = lock.started_waiting if lock else datetime.now(UTC)
             entry = self.covering_snapshot(label, since, reuse.within)
@@ -206,6 +195,10 @@ class SnapshotManager:
         return None
 
     def _take_snapshot(self, label: str, tags: Mapping[str, str] | None) -> SnapshotResult:
+        from snapmgr.inventory import survey
+        from snapmgr.postgres import check_dump_version, find_tool, preflight
+        from snapmgr.snapshot import SnapshotRequest, take_snapshot
+
         conn = self.connection()
         stores = self.stores  # a bad store URL is a usage error before any connection
         server = preflight(conn)
@@ -242,6 +235,8 @@ class SnapshotManager:
     def recipients(self) -> tuple[str, ...]:
         """The age recipients snapshots are encrypted to: ``encryption_recipients`` and
         those in ``encryption_recipients_file`` (empty: snapshots are not encrypted)."""
+        from snapmgr.encryption import read_recipients_file
+
         found = tuple(self.config["encryption_recipients"])
         path = self.config["encryption_recipients_file"]
         if path:
@@ -250,6 +245,8 @@ class SnapshotManager:
 
     def keyring(self) -> Keyring:
         """The private keys given for reading encrypted snapshots (maybe none)."""
+        from snapmgr.encryption import load_keyring
+
         return load_keyring(
             self.config["age_identity_file"],
             self.config["age_identity"],
@@ -259,6 +256,8 @@ class SnapshotManager:
     def _check_guard_key(self) -> None:
         """guard --restore-on-failure with encryption: the key that will restore the
         snapshot must be there (and fit) before the command runs, not after it failed."""
+        from snapmgr.encryption import IDENTITY_HINT
+
         recipients = self.recipients()
         if not recipients:
             return
@@ -272,6 +271,8 @@ class SnapshotManager:
 
     def dump_content(self) -> DumpContent:
         """What the configuration puts in a snapshot besides the data."""
+        from snapmgr.postgres import split_qualified
+
         return DumpContent(
             owners=self.config["dump_owners"],
             privileges=self.config["dump_privileges"],
@@ -298,6 +299,8 @@ class SnapshotManager:
 
     def verify_everything(self) -> list[VerifyResult]:
         """Verify every copy of every committed snapshot."""
+        from snapmgr.verify import verify_all_copies
+
         entries = self.list_snapshots()
         keyring = self._keyring_for(entries)
         results: list[VerifyResult] = []
@@ -308,6 +311,8 @@ class SnapshotManager:
     def _keyring_for(self, entries: Sequence[Entry]) -> Keyring:
         """The keyring, read only when one of ``entries`` is encrypted; without a key,
         encrypted copies are checked by sha256 and size only, as the log says."""
+        from snapmgr.encryption import IDENTITY_HINT, Keyring
+
         encrypted = [e.id for e in entries if any(m.encrypted for m in e.copies or (e.manifest,))]
         if not encrypted:
             return Keyring()
@@ -336,6 +341,7 @@ class SnapshotManager:
 
     def retention_policy(self, flags: Mapping[str, object] | None = None) -> PolicyChoice:
         """The policy from ``--keep-*`` values if any is set, else the ``[retention]`` config."""
+        from snapmgr.prune import choose_policy
 
         return choose_policy(self.config, flags or {})
 
@@ -350,6 +356,8 @@ class SnapshotManager:
 
         Raises ``SafetyRefusal`` for an empty policy.
         """
+        from snapmgr.prune import plan_prune
+        from snapmgr.retention import EmptyPolicyError
 
         choice = choice or self.retention_policy()
         try:
@@ -374,12 +382,14 @@ class SnapshotManager:
 
         Stores that failed are listed in the result (the CLI exits 5).
         """
+        from snapmgr.prune import execute_plan
 
         return execute_plan(plan, dry_run=dry_run)
 
     def delete(self, snapshot_id: str) -> tuple[Entry, Deletion]:
         """Delete one snapshot (by ID, not ``latest``) from every store holding it,
         manifest first. A pinned snapshot is refused (``SafetyRefusal``)."""
+        from snapmgr.prune import delete_everywhere
 
         if snapshot_id == LATEST:
             raise UsageError("delete needs the snapshot's ID, not `latest`; see `snapmgr list`")
@@ -403,6 +413,8 @@ class SnapshotManager:
         """Is the newest committed snapshot younger than ``max_age`` (measured against
         now), are there at least ``min_count``, and (``max_drill_age``) did one pass a
         drill that recently? ``with_drills`` reads drill results for the gauges."""
+        from snapmgr.health import assess
+
         entries = self.list_snapshots()
         drills = self.drill_records(entries) if with_drills or max_drill_age else {}
         return assess(
@@ -451,6 +463,8 @@ class SnapshotManager:
         wipe, so no confirmation); see :mod:`snapmgr.partial_filter`.
         """
         from snapmgr.partial_filter import select
+        from snapmgr.postgres import ConnInfo
+        from snapmgr.restore import RestoreOptions, restore_entry
 
         if target_url is not None:
             conn = ConnInfo.parse(target_url, "--target-url")
@@ -499,6 +513,7 @@ class SnapshotManager:
         """
         from snapmgr.drill import failed_record, raise_for, run_drill
         from snapmgr.drill_record import save_record
+        from snapmgr.postgres import ConnInfo
 
         entry = self.find(ref)
         keyring = self._restore_keyring(entry)
@@ -530,6 +545,8 @@ class SnapshotManager:
         """The key for restoring ``entry``: refused (exit 2) without one, and a key that
         is not among the recipients of any copy is exit 6, before anything is read or
         changed."""
+        from snapmgr.encryption import Keyring, WrongKeyError, missing_key
+
         if not any(m.encrypted for m in entry.copies or (entry.manifest,)):
             return Keyring()
         keyring = self.keyring()
@@ -551,6 +568,8 @@ class SnapshotManager:
         """Re-encrypt snapshot ``ref`` (``None``: every snapshot) to ``recipients``,
         commit-safe (see :mod:`snapmgr.rekey`); a snapshot that fails is reported and
         the others go on."""
+        from snapmgr.rekey import rekey_entry
+
         if not recipients:
             raise UsageError(
                 "rekey needs the new recipients: --to-recipients age1… (repeatable) "
@@ -604,6 +623,8 @@ class SnapshotManager:
         another instance committed while this one waited (or as recent as
         ``reuse.within``) covers this run too. ``wait_s=None``: no lock.
         """
+        from snapmgr.guard import check_command, run_guard
+
         label = validate_label(label or self.config["label"])
         check_command(command)  # a command that cannot run never waits for the lock
         if restore_on_failure:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -11,7 +11,9 @@ from snapmgr.cli.common import Ctx, command
 from snapmgr.cli.snapshot_cmds import IdentityFileOpt
 from snapmgr.encryption import parse_recipients, read_recipients_file, short_key
 from snapmgr.errors import UsageError
-from snapmgr.rekey import RekeyResult
+
+if TYPE_CHECKING:
+    from snapmgr.rekey import RekeyResult
 
 log = logging.getLogger("snapmgr")
 app = typer.Typer()

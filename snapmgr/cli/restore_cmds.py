@@ -16,7 +16,6 @@ from snapmgr.cli import reporting
 from snapmgr.cli.common import Ctx, command
 from snapmgr.cli.snapshot_cmds import IdentityFileOpt, NoLockOpt, WaitOpt
 from snapmgr.deploylock import reuse_window, wait_seconds
-from snapmgr.guard import GuardResult
 from snapmgr.redact import redact_url
 from snapmgr.restore_sql import DEFAULT_LOCK_TIMEOUT_S
 
