@@ -156,7 +156,8 @@ class LocalBackend:
             temp.unlink(missing_ok=True)
             raise IdTakenError(f"{final} already exists; snapmgr never overwrites") from exc
         except OSError as exc:
-            temp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # on a read-only filesystem this fails too
+                temp.unlink(missing_ok=True)
             raise _storage_error("write", final, exc) from exc
 
     def open_reader(self, name: str) -> BinaryIO:

@@ -189,6 +189,10 @@ def _probe(store: Store, size: int | None) -> Check:
         return Check(f"store {store.name}", FAIL, f"{store.describe()}: {exc}")
     except SnapmgrError as exc:
         return Check(f"store {store.name}", FAIL, f"{store.describe()}: {exc}")
+    except Exception as exc:  # a backend that lets its library's error through
+        return Check(
+            f"store {store.name}", FAIL, f"{store.describe()}: {type(exc).__name__}: {exc}"
+        )
     detail = f"{store.describe()} is readable and writable"
     location = store.backend.location("")
     if store.config.kind == "local" and size is not None:

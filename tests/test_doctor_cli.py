@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from tests import platform_db
 from tests.conftest import Cli
 from tests.pgutil import Server
 from tests.s3_server import aws_env, moto_server
+from tests.test_hardening import mount_tmpfs, remount
 
-__all__ = ["moto_server"]  # a pytest fixture, used by name
+__all__ = ["moto_server", "mount_tmpfs"]  # pytest fixtures, used by name
 
 
 def checks(stdout: str) -> dict[str, dict[str, str]]:
@@ -94,3 +96,20 @@ def test_unreachable_database_is_one_failed_check(cli: Cli) -> None:
     assert found["connection"]["status"] == "FAIL"
     assert "pw" not in found["connection"]["detail"].replace("password", "")
     assert found["store local"]["status"] == "OK"
+
+
+def test_a_read_only_store_fails_the_store_check(
+    cli: Cli, pg_server: Server, pagila_db: str, tmp_path: Path,
+    mount_tmpfs: Callable[[Path, int], Path],
+) -> None:  # fmt: skip
+    """Unwritable for root too: a filesystem remounted read-only."""
+    ro = mount_tmpfs(tmp_path / "ro", 16 << 20)
+    (ro / "store").mkdir()
+    remount(ro, "ro")
+    result = cli(
+        "doctor", "--json", "--store", str(ro / "store"),
+        env={"DATABASE_URL": pg_server.url(pagila_db)},
+    )  # fmt: skip
+    assert result.returncode == 1
+    store = checks(result.stdout)[f"store {ro / 'store'}"]
+    assert store["status"] == "FAIL" and "Read-only file system" in store["detail"]
