@@ -138,6 +138,7 @@ class SnapshotManager:
         committed and others failed, the result lists both; the CLI exits 5.
         """
         label = validate_label(label or self.config["label"])
+        _ = self.stores  # a bad store URL is a usage error before any connection (the lock's)
         with self.deploy_lock(label, wait_s) as lock:
             return self._snapshot_or_reuse(label, tags, lock, reuse)
 
@@ -627,6 +628,7 @@ class SnapshotManager:
 
         label = validate_label(label or self.config["label"])
         check_command(command)  # a command that cannot run never waits for the lock
+        _ = self.stores  # a bad store URL is a usage error before any connection
         if restore_on_failure:
             self._check_guard_key()
 
