@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from snapmgr.backends.base import Backend, ObjectInfo, is_in_progress_name
+from snapmgr.backends.base import Backend, ObjectInfo, Writer, is_in_progress_name
 from snapmgr.config import Config, StoreConfig
 from snapmgr.errors import NotFoundError, SnapmgrError, StorageError, VerificationError
 from snapmgr.manifest import Manifest, manifest_name, split_object_name, validate_id
@@ -212,3 +212,19 @@ def _unnamed_dumps(store: Store, snapshot_id: str, found: list[ObjectInfo]) -> l
     except SnapmgrError:
         return []
     return [info for info in found if info.name != named]
+
+
+def open_exclusive(
+    stores: list[Store] | tuple[Store, ...], name: str, size_hint: int | None = None
+) -> list[Writer]:
+    """An exclusive writer for ``name`` in every store, or none: if one store cannot
+    open it (``IdTakenError`` when the name is taken), those already open are aborted."""
+    writers: list[Writer] = []
+    try:
+        for store in stores:
+            writers.append(store.backend.open_writer(name, size_hint=size_hint))
+    except BaseException:
+        for writer in writers:
+            writer.abort()
+        raise
+    return writers

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from snapmgr.backends.base import Writer
-from snapmgr.catalog import Entry, Store
+from snapmgr.catalog import Entry, Store, open_exclusive
 from snapmgr.codec import Digest
 from snapmgr.encryption import SCHEME, Keyring, encrypt_stream, missing_key, short_key
 from snapmgr.errors import IdTakenError, SnapmgrError, StorageError, VerificationError
@@ -211,18 +211,10 @@ def _open_writers(entry: Entry) -> tuple[str, list[Writer]]:
     generation = max(dump_generation(entry.manifest_in(s).dump_name) for s in entry.stores) + 1
     for attempt in range(MAX_GENERATION_ATTEMPTS):
         name = dump_name(entry.id, base.compression, True, generation + attempt)
-        writers: list[Writer] = []
         try:
-            for store in entry.stores:
-                writers.append(store.backend.open_writer(name, size_hint=base.size))
-            return name, writers
+            return name, open_exclusive(entry.stores, name, base.size)
         except IdTakenError:
-            for writer in writers:
-                writer.abort()
-        except BaseException:
-            for writer in writers:
-                writer.abort()
-            raise
+            continue
     raise StorageError(f"cannot find a free object name for {entry.id}'s re-encrypted copy")
 
 

@@ -36,7 +36,7 @@ import psycopg
 
 from snapmgr import __version__
 from snapmgr.backends.base import Writer
-from snapmgr.catalog import Store
+from snapmgr.catalog import Store, open_exclusive
 from snapmgr.codec import Digest, compressor
 from snapmgr.dumpscan import DumpScanner
 from snapmgr.encryption import SCHEME, encrypt_stream
@@ -140,20 +140,13 @@ def _reserve(
     label = request.label
     for attempt in range(1, MAX_ID_ATTEMPTS + 1):
         snapshot_id = make_id(label, now, attempt)
-        writers: list[Writer] = []
+        name = dump_name(snapshot_id, request.compression, bool(request.recipients))
         try:
             for store in stores:
                 _check_manifest_free(store, snapshot_id)
-                name = dump_name(snapshot_id, request.compression, bool(request.recipients))
-                writers.append(store.backend.open_writer(name, size_hint=size_hint))
-            return snapshot_id, writers
+            return snapshot_id, open_exclusive(stores, name, size_hint)
         except IdTakenError:
-            for writer in writers:
-                writer.abort()
-        except BaseException:
-            for writer in writers:
-                writer.abort()
-            raise
+            continue
     raise StorageError(f"could not find a free snapshot ID for {label} at {now:%H:%M:%S}")
 
 
