@@ -60,6 +60,7 @@ import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: E402
 
+from snapmgr.manifest import dump_name  # noqa: E402
 from snapmgr.postgres import PG_DUMP_FLAGS  # noqa: E402
 
 GNU_TIME = "/usr/bin/time"
@@ -404,10 +405,8 @@ class Bench:
                 what=f"snapmgr snapshot --compression {compression}",
             )
         snapshot_id = out.read_text().strip().splitlines()[-1]
-        suffix = {"gzip": ".sql.gz", "zstd": ".sql.zst", "none": ".sql"}[compression]
-        if extra_env and extra_env.get("SNAPMGR_ENCRYPTION_RECIPIENTS"):
-            suffix += ".age"
-        size = (store / f"{snapshot_id}{suffix}").stat().st_size
+        encrypted = bool(extra_env and extra_env.get("SNAPMGR_ENCRYPTION_RECIPIENTS"))
+        size = (store / dump_name(snapshot_id, compression, encrypted)).stat().st_size
         return sample, snapshot_id, size
 
     def run_encrypted_snapshot(self, dbname: str, store: Path) -> tuple[Sample, int]:

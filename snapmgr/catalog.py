@@ -11,6 +11,7 @@ its sha256) can differ from another's while ``rekey`` is under way.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -115,16 +116,22 @@ def store_manifests(store: Store) -> list[Manifest]:
 
 def list_entries(stores: list[Store]) -> list[Entry]:
     """Committed snapshots across ``stores``, merged by ID, newest first."""
+    return merge_by_id((store, manifest) for store in stores for manifest in store_manifests(store))
+
+
+def merge_by_id(copies: Iterable[tuple[Store, Manifest]]) -> list[Entry]:
+    """One entry per snapshot ID, its copies in the order given, newest first: the
+    one merge of several stores' manifests (``list``, ``latest``, ``prune``)."""
     by_id: dict[str, list[tuple[Store, Manifest]]] = {}
-    for store in stores:
-        for manifest in store_manifests(store):
-            by_id.setdefault(manifest.id, []).append((store, manifest))
-    entries = [
-        Entry(copies[0][1], tuple(s for s, _ in copies), tuple(m for _, m in copies))
-        for copies in by_id.values()
-    ]
+    for store, manifest in copies:
+        by_id.setdefault(manifest.id, []).append((store, manifest))
+    entries = [_entry(found) for found in by_id.values()]
     entries.sort(key=lambda e: (e.manifest.created_at, e.id), reverse=True)
     return entries
+
+
+def _entry(copies: Sequence[tuple[Store, Manifest]]) -> Entry:
+    return Entry(copies[0][1], tuple(s for s, _ in copies), tuple(m for _, m in copies))
 
 
 def resolve(stores: list[Store], ref: str) -> Entry:
@@ -152,7 +159,7 @@ def resolve(stores: list[Store], ref: str) -> Entry:
         if errors:
             raise errors[0]
         raise NotFoundError(f"snapshot {ref} not found in {where}; see `snapmgr list`")
-    return Entry(copies[0][1], tuple(s for s, _ in copies), tuple(m for _, m in copies))
+    return _entry(copies)
 
 
 def is_temp_name(name: str) -> bool:

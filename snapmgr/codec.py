@@ -21,13 +21,11 @@ from typing import Any, BinaryIO, Protocol, cast
 
 from isal import isal_zlib
 
-from snapmgr.errors import ConfigError, VerificationError
+from snapmgr.errors import VerificationError
+from snapmgr.formats import GZIP, ZSTD, check_level
 
 _ISAL_ERROR = cast(type[Exception], isal_zlib.error)
 GZIP_WBITS = 31  # zlib's "gzip container" window bits
-COMPRESSIONS = ("gzip", "zstd", "none")
-DEFAULT_LEVELS = {"gzip": 2, "zstd": 3, "none": None}
-LEVEL_RANGES = {"gzip": (0, 3), "zstd": (1, 22)}
 READ_CHUNK = 1 << 20
 #: What (de)compressors accept: snapshot and verify hand them views of larger chunks.
 Buffer = bytes | bytearray | memoryview
@@ -47,22 +45,6 @@ class Decompressor(Protocol):
     def decompress(self, data: Buffer) -> bytes: ...
 
     def finish(self) -> bytes: ...
-
-
-def check_level(compression: str, level: int | None) -> int | None:
-    """The effective level for ``compression``, or a config error naming the key."""
-    if compression not in COMPRESSIONS:
-        raise ConfigError(
-            f"compression: unknown value {compression!r} (choose one of {', '.join(COMPRESSIONS)})"
-        )
-    if compression == "none":
-        return None
-    if level is None:
-        return DEFAULT_LEVELS[compression]
-    low, high = LEVEL_RANGES[compression]
-    if not low <= level <= high:
-        raise ConfigError(f"compression_level: {compression} takes {low} to {high}, not {level}")
-    return level
 
 
 class _Identity:
@@ -161,19 +143,20 @@ class _ZstdDecompressor:
 
 
 def compressor(compression: str, level: int | None) -> Compressor:
-    """A fresh compressor for ``compression`` at ``level`` (already checked)."""
-    if compression == "gzip":
-        return _GzipCompressor(level if level is not None else 2)
-    if compression == "zstd":
-        return _ZstdCompressor(level if level is not None else 3)
-    return _Identity()
+    """A fresh compressor for ``compression`` at ``level`` (``None``: the format's default)."""
+    effective = check_level(compression, level)
+    if effective is None:
+        return _Identity()
+    if compression == GZIP.name:
+        return _GzipCompressor(effective)
+    return _ZstdCompressor(effective)
 
 
 def decompressor(compression: str) -> Decompressor:
     """A fresh decompressor for streams made by :func:`compressor`."""
-    if compression == "gzip":
+    if compression == GZIP.name:
         return _GzipDecompressor()
-    if compression == "zstd":
+    if compression == ZSTD.name:
         return _ZstdDecompressor()
     return _Identity()
 

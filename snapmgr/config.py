@@ -13,24 +13,27 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from snapmgr import validate
-from snapmgr.codec import COMPRESSIONS, check_level
 from snapmgr.durations import Duration, parse_duration
 from snapmgr.errors import ConfigError, UsageError
+from snapmgr.formats import COMPRESSIONS, DEFAULT_COMPRESSION, check_level
 from snapmgr.healthping import parse_ping_url
 from snapmgr.manifest import validate_label
 from snapmgr.notify import DEFAULT_NOTIFY_ON, parse_rules
 from snapmgr.redact import mask_service_url, redact_url, service_url_secrets, url_secrets
 from snapmgr.registry import kind_for_url
+from snapmgr.retention import POLICY_KEYS, Policy, parse_rule
 
 DEFAULT_BACKUP_DIR = "/tmp/db_snapshots"  # noqa: S108 - documented default, same as the scripts it replaces
 DEFAULT_POINTER_FILE = "/tmp/last_snapshot.txt"  # noqa: S108
+DEFAULT_ORPHAN_GRACE = parse_duration("24h")
 LEGACY_ENV = {"database_url": "DATABASE_URL", "backup_dir": "BACKUP_DIR"}
 
 
@@ -52,20 +55,10 @@ def _optional_path(value: Any) -> str | None:
     return validate.path(value) if _text(value) else None
 
 
-def _count(value: Any) -> int | None:
-    if isinstance(value, str) and value.strip() == "":
-        return None
-    return validate.count(value) or None
-
-
 def _level(value: Any) -> int | None:
     if value in ("", None):
         return None
     return validate.whole(value, low=-(2**31), high=2**31 - 1)  # check_level narrows it
-
-
-def _optional_duration(value: Any) -> Duration | None:
-    return validate.duration(value) if _text(value).strip() else None
 
 
 def _choice(*allowed: str) -> Callable[[Any], str]:
@@ -185,37 +178,61 @@ class Key:
     mask: Callable[[Any], Any] | None = None
 
 
+def _setting(
+    default: Any,
+    parse: Callable[[Any], Any],
+    *,
+    secret: bool = False,
+    mask: Callable[[Any], Any] | None = None,
+) -> Any:
+    """A top-level key, declared as a typed field of :class:`Settings`."""
+    return field(default=default, metadata={"key": Key("", parse, default, secret, mask)})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every top-level key, typed: the one place a key is declared (name, type,
+    parser, default, secrecy). ``KEYS``, the ``SNAPMGR_*`` variables and
+    ``snapmgr config`` are derived from these fields; the ``[retention]`` keys
+    come from :class:`snapmgr.retention.Policy` the same way."""
+
+    database_url: str | None = _setting(None, _optional_text, secret=True)
+    backup_dir: str = _setting(DEFAULT_BACKUP_DIR, _path)
+    pointer_file: str = _setting(DEFAULT_POINTER_FILE, _path)
+    label: str = _setting("pre_migration", _label)
+    compression: str = _setting(DEFAULT_COMPRESSION, _choice(*COMPRESSIONS))
+    compression_level: int | None = _setting(None, _level)
+    default_stores: tuple[str, ...] = _setting((), _names)
+    pg_bin_dir: str | None = _setting(None, _optional_path)
+    dump_owners: bool = _setting(True, _bool)
+    dump_privileges: bool = _setting(True, _bool)
+    exclude_schemas: tuple[str, ...] = _setting((), _object_names)
+    exclude_tables: tuple[str, ...] = _setting((), _object_names)
+    orphan_grace: Duration = _setting(DEFAULT_ORPHAN_GRACE, validate.duration)  # noqa: RUF009 - a field(); Duration is frozen
+    timezone: str = _setting("UTC", _timezone)
+    progress: str = _setting("auto", _choice("auto", "bar", "log", "off"))
+    progress_interval: float = _setting(10.0, _seconds)
+    notify_urls: tuple[str, ...] = _setting((), _service_urls, secret=True, mask=_masked_urls)
+    notify_on: tuple[str, ...] = _setting(DEFAULT_NOTIFY_ON, parse_rules)
+    healthcheck_url: str | None = _setting(None, parse_ping_url, secret=True, mask=_masked_urls)
+    encryption_recipients: tuple[str, ...] = _setting((), _recipients)
+    encryption_recipients_file: str | None = _setting(None, _optional_text)
+    age_identity_file: str | None = _setting(None, _optional_text)
+    age_identity: str | None = _setting(None, _optional_text, secret=True, mask=_hidden)
+
+
+def _retention_key(name: str) -> Key:
+    parse = partial(parse_rule, name)
+    return Key("retention", lambda raw: None if _blank(raw) else parse(raw), None)
+
+
+def _blank(value: Any) -> bool:
+    return isinstance(value, str) and not value.strip()
+
+
 KEYS: dict[str, Key] = {
-    "database_url": Key("", _optional_text, None, secret=True),
-    "backup_dir": Key("", _path, DEFAULT_BACKUP_DIR),
-    "pointer_file": Key("", _path, DEFAULT_POINTER_FILE),
-    "label": Key("", _label, "pre_migration"),
-    "compression": Key("", _choice(*COMPRESSIONS), "gzip"),
-    "compression_level": Key("", _level, None),
-    "default_stores": Key("", _names, ()),
-    "pg_bin_dir": Key("", _optional_path, None),
-    "dump_owners": Key("", _bool, True),
-    "dump_privileges": Key("", _bool, True),
-    "exclude_schemas": Key("", _object_names, ()),
-    "exclude_tables": Key("", _object_names, ()),
-    "orphan_grace": Key("", validate.duration, parse_duration("24h")),
-    "timezone": Key("", _timezone, "UTC"),
-    "progress": Key("", _choice("auto", "bar", "log", "off"), "auto"),
-    "progress_interval": Key("", _seconds, 10.0),
-    "notify_urls": Key("", _service_urls, (), secret=True, mask=_masked_urls),
-    "notify_on": Key("", parse_rules, DEFAULT_NOTIFY_ON),
-    "healthcheck_url": Key("", parse_ping_url, None, secret=True, mask=_masked_urls),
-    "encryption_recipients": Key("", _recipients, ()),
-    "encryption_recipients_file": Key("", _optional_text, None),
-    "age_identity_file": Key("", _optional_text, None),
-    "age_identity": Key("", _optional_text, None, secret=True, mask=_hidden),
-    "keep_last": Key("retention", _count, None),
-    "keep_hourly": Key("retention", _count, None),
-    "keep_daily": Key("retention", _count, None),
-    "keep_weekly": Key("retention", _count, None),
-    "keep_monthly": Key("retention", _count, None),
-    "keep_yearly": Key("retention", _count, None),
-    "keep_within": Key("retention", _optional_duration, None),
+    **{item.name: item.metadata["key"] for item in fields(Settings)},
+    **{name: _retention_key(name) for name in POLICY_KEYS},
 }
 TABLES = {"retention", "stores"}
 
@@ -231,21 +248,23 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
-class Config:
-    """The effective settings; ``values`` holds every key of ``KEYS``, parsed."""
+class Config(Settings):
+    """The effective settings (typed attributes, one per key), where each came
+    from, the retention policy and the configured stores."""
 
-    values: Mapping[str, Any]
-    sources: Mapping[str, str]
-    stores: Mapping[str, StoreConfig]
+    retention: Policy = field(default_factory=Policy)
+    #: For every key of ``KEYS``: "default", "file PATH", "env VAR" or "flag".
+    sources: Mapping[str, str] = field(default_factory=dict)
+    stores: Mapping[str, StoreConfig] = field(default_factory=dict)
     config_file: str | None = None
 
-    def __getitem__(self, key: str) -> Any:
-        return self.values[key]
-
-    @property
-    def database_url(self) -> str | None:
-        url: str | None = self.values["database_url"]
-        return url
+    def value(self, name: str) -> Any:
+        """The parsed value of key ``name`` (a ``[retention]`` key included)."""
+        if name in POLICY_KEYS:
+            return getattr(self.retention, name)
+        if name not in KEYS:
+            raise KeyError(name)
+        return getattr(self, name)
 
     def store_config(self, spec: str) -> StoreConfig:
         """A configured store by name, or an inline store from a path or URL."""
@@ -261,9 +280,9 @@ class Config:
     def selected_stores(self, specs: list[str] | tuple[str, ...] = ()) -> list[StoreConfig]:
         """The stores a command uses: ``--store`` values, else ``default_stores``,
         else the local ``backup_dir``."""
-        chosen = list(specs) or list(self.values["default_stores"])
+        chosen = list(specs) or list(self.default_stores)
         if not chosen:
-            return [StoreConfig(name="local", kind="local", url=self.values["backup_dir"])]
+            return [StoreConfig(name="local", kind="local", url=self.backup_dir)]
         seen: dict[str, StoreConfig] = {}
         for spec in chosen:
             store = self.store_config(spec)
@@ -282,11 +301,11 @@ class Config:
         """Secret values in the settings (passwords in URLs, secret store options),
         so they can be scrubbed from anything printed."""
         found = url_secrets(self.database_url or "")
-        for url in (*self.values["notify_urls"], self.values["healthcheck_url"] or ""):
+        for url in (*self.notify_urls, self.healthcheck_url or ""):
             found += service_url_secrets(url) if url else []
         for store in self.stores.values():
             found += url_secrets(store.url) + _secret_option_values(store.options)
-        identity = self.values["age_identity"] or ""
+        identity = self.age_identity or ""
         found += [identity.strip()] + [
             line.strip() for line in identity.splitlines() if not line.strip().startswith("#")
         ]
@@ -296,7 +315,7 @@ class Config:
         """Every setting with its source, safe to print (passwords and keys masked)."""
         out: dict[str, Any] = {}
         for name, key in KEYS.items():
-            value = self.values[name]
+            value = self.value(name)
             if isinstance(value, Duration):
                 value = str(value)
             elif isinstance(value, tuple):
@@ -304,7 +323,7 @@ class Config:
             if key.secret and isinstance(value, str):
                 value = redact_url(value)
             if key.mask is not None and value:
-                value = key.mask(self.values[name])
+                value = key.mask(self.value(name))
             out[name] = {"value": value, "source": self.sources[name]}
         out["stores"] = {
             name: {
@@ -488,7 +507,10 @@ def load_config(
                 f"default_stores: no store named {store_name!r} "
                 f"(define [stores.{store_name}] in the config file)"
             )
-    return Config(values=values, sources=sources, stores=stores, config_file=path_text)
+    retention = Policy.from_rules({name: values.pop(name) for name in POLICY_KEYS})
+    return Config(
+        **values, retention=retention, sources=sources, stores=stores, config_file=path_text
+    )
 
 
 def _parse(name: str, key: Key, raw: Any, source: str) -> Any:

@@ -73,7 +73,7 @@ def run_checks(
         with conn.connect() as db:
             role_check, size = _role(db, conn)
             checks += [role_check, _readable(db, config), _locks(db)]
-        checks += list(_clients(server, config["pg_bin_dir"]))
+        checks += list(_clients(server, config.pg_bin_dir))
     checks += list(_stores(stores, size))
     checks += list(_notifications(config, send_test))
     return checks
@@ -105,7 +105,7 @@ def _readable(db: Any, config: Config) -> Check:
     from snapmgr.inventory import check_readable
 
     content = DumpContent(
-        exclude_schemas=config["exclude_schemas"], exclude_tables=config["exclude_tables"]
+        exclude_schemas=config.exclude_schemas, exclude_tables=config.exclude_tables
     )
     try:
         check_readable(db, content)
@@ -209,12 +209,12 @@ def _probe(store: Store, size: int | None) -> Check:
 
 
 def _notifications(config: Config, send_test: Callable[[], str] | None) -> Iterator[Check]:
-    urls = config["notify_urls"]
+    urls = config.notify_urls
     if urls:
         if send_test is None:
             yield Check("notifications", OK, f"{len(urls)} URL(s); --send-test sends a message")
         else:
             problem = send_test()
             yield Check("notifications", FAIL if problem else OK, problem or "test message sent")
-    if config["healthcheck_url"]:
+    if config.healthcheck_url:
         yield Check("healthcheck", OK, "pings go to the configured healthcheck_url")

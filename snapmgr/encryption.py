@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from snapmgr.errors import ConfigError, SnapmgrError, UsageError, VerificationError
+from snapmgr.formats import ENCRYPTION
 
 if TYPE_CHECKING:
     from pyrage import x25519
 
-SCHEME = "age"
-SUFFIX = ".age"
+SCHEME = ENCRYPTION
 OUT_CHUNK = 1 << 20  # hand ciphertext/plaintext on in pieces of about this size
 IDENTITY_HINT = (
     "--identity-file PATH, SNAPMGR_AGE_IDENTITY_FILE=PATH, or "

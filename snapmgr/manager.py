@@ -110,9 +110,7 @@ class SnapshotManager:
     def progress(self, task: str) -> Progress:
         if not self._show_progress:
             return NullProgress()
-        return make_progress(
-            task, self.config["progress"], self.config["progress_interval"], self._quiet
-        )
+        return make_progress(task, self.config.progress, self.config.progress_interval, self._quiet)
 
     def connection(self) -> ConnInfo:
         from snapmgr.postgres import ConnInfo
@@ -137,7 +135,7 @@ class SnapshotManager:
         Raises a ``SnapmgrError`` when nothing was committed. When some stores
         committed and others failed, the result lists both; the CLI exits 5.
         """
-        label = validate_label(label or self.config["label"])
+        label = validate_label(label or self.config.label)
         _ = self.stores  # a bad store URL is a usage error before any connection (the lock's)
         with self.deploy_lock(label, wait_s) as lock:
             return self._snapshot_or_reuse(label, tags, lock, reuse)
@@ -167,7 +165,7 @@ class SnapshotManager:
             entry = self.covering_snapshot(label, since, reuse.within)
             if entry is not None:
                 location = entry.stores[0].backend.location(entry.manifest.dump_name)
-                write_pointer(self.config["pointer_file"], location, entry.id)
+                write_pointer(self.config.pointer_file, location, entry.id)
                 return SnapshotResult(entry.manifest, entry.stores, (), reused=True)
         return self._take_snapshot(label, tags)
 
@@ -203,7 +201,7 @@ class SnapshotManager:
         conn = self.connection()
         stores = self.stores  # a bad store URL is a usage error before any connection
         server = preflight(conn)
-        pg_dump = find_tool("pg_dump", server.major, self.config["pg_bin_dir"])
+        pg_dump = find_tool("pg_dump", server.major, self.config.pg_bin_dir)
         check_dump_version(pg_dump, server)
         content = self.dump_content()
         request = SnapshotRequest(
@@ -213,8 +211,8 @@ class SnapshotManager:
             content=content,
             inventory=survey(conn, content),
             label=label,
-            compression=self.config["compression"],
-            level=self.config["compression_level"],
+            compression=self.config.compression,
+            level=self.config.compression_level,
             tags=dict(tags or {}),
             recipients=self.recipients(),
         )
@@ -228,7 +226,7 @@ class SnapshotManager:
 
         def update_pointer(manifest: Manifest, committed: list[Store]) -> None:
             location = committed[0].backend.location(manifest.dump_name)
-            write_pointer(self.config["pointer_file"], location, manifest.id)
+            write_pointer(self.config.pointer_file, location, manifest.id)
 
         result = take_snapshot(request, stores, self.progress("dumping"), update_pointer)
         return result
@@ -238,8 +236,8 @@ class SnapshotManager:
         those in ``encryption_recipients_file`` (empty: snapshots are not encrypted)."""
         from snapmgr.encryption import read_recipients_file
 
-        found = tuple(self.config["encryption_recipients"])
-        path = self.config["encryption_recipients_file"]
+        found = tuple(self.config.encryption_recipients)
+        path = self.config.encryption_recipients_file
         if path:
             found += read_recipients_file(path, "encryption_recipients_file")
         return tuple(dict.fromkeys(found))
@@ -249,8 +247,8 @@ class SnapshotManager:
         from snapmgr.encryption import load_keyring
 
         return load_keyring(
-            self.config["age_identity_file"],
-            self.config["age_identity"],
+            self.config.age_identity_file,
+            self.config.age_identity,
             f"age_identity_file (from {self.config.sources['age_identity_file']})",
         )
 
@@ -275,11 +273,11 @@ class SnapshotManager:
         from snapmgr.postgres import split_qualified
 
         return DumpContent(
-            owners=self.config["dump_owners"],
-            privileges=self.config["dump_privileges"],
-            exclude_schemas=self.config["exclude_schemas"],
+            owners=self.config.dump_owners,
+            privileges=self.config.dump_privileges,
+            exclude_schemas=self.config.exclude_schemas,
             exclude_tables=tuple(
-                ".".join(split_qualified(name)) for name in self.config["exclude_tables"]
+                ".".join(split_qualified(name)) for name in self.config.exclude_tables
             ),
         )
 
@@ -365,8 +363,8 @@ class SnapshotManager:
             return plan_prune(
                 self.stores,
                 choice,
-                grace=self.config["orphan_grace"],
-                tz=ZoneInfo(self.config["timezone"]),
+                grace=self.config.orphan_grace,
+                tz=ZoneInfo(self.config.timezone),
                 now=now or datetime.now(UTC),
                 label=validate_label(label) if label is not None else None,
             )
@@ -494,7 +492,7 @@ class SnapshotManager:
             create=create,
             terminate_connections=terminate_connections,
             lock_timeout_s=lock_timeout_s,
-            pg_bin_dir=self.config["pg_bin_dir"],
+            pg_bin_dir=self.config.pg_bin_dir,
             no_owner=no_owner,
             no_privileges=no_privileges,
             keyring=keyring,
@@ -532,7 +530,7 @@ class SnapshotManager:
                 server,
                 lambda: self.progress("drilling"),
                 target=target,
-                pg_bin_dir=self.config["pg_bin_dir"],
+                pg_bin_dir=self.config.pg_bin_dir,
                 keyring=keyring,
             )
         except SnapmgrError as exc:
@@ -593,7 +591,7 @@ class SnapshotManager:
 
     def _repoint(self, entry: Entry) -> None:
         """After a rekey, the pointer file (if it names this snapshot) names its new object."""
-        path = self.config["pointer_file"]
+        path = self.config.pointer_file
         try:
             pointer = read_pointer(path)
             if pointer is not None and pointer[1] == entry.id:
@@ -626,7 +624,7 @@ class SnapshotManager:
         """
         from snapmgr.guard import check_command, run_guard
 
-        label = validate_label(label or self.config["label"])
+        label = validate_label(label or self.config.label)
         check_command(command)  # a command that cannot run never waits for the lock
         _ = self.stores  # a bad store URL is a usage error before any connection
         if restore_on_failure:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from snapmgr.errors import UsageError, VerificationError
+from snapmgr.formats import COMPRESSIONS, ENCRYPTED_SUFFIX, ENCRYPTION
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
@@ -28,13 +29,15 @@ MANIFEST_SUFFIX = ".json"
 #: The last drill's result, beside the snapshot: not part of the commit point,
 #: deleted with the snapshot.
 DRILL_SUFFIX = ".drill.json"
-DUMP_SUFFIXES = {"gzip": ".sql.gz", "zstd": ".sql.zst", "none": ".sql"}
-ENCRYPTED_SUFFIX = ".age"
-ENCRYPTIONS = ("age",)
+ENCRYPTIONS = (ENCRYPTION,)
 MANIFEST_VERSION = 1
+#: Every dump suffix, longest first so ``.sql.gz`` is not read as ``.sql``.
+_SUFFIXES = "|".join(
+    re.escape(c.suffix) for c in sorted(COMPRESSIONS.values(), key=lambda c: -len(c.suffix))
+)
 _DUMP_NAME = re.compile(
     r"^(?P<id>.+?)(?:\.k(?P<generation>[1-9][0-9]{0,5}))?"
-    r"(?P<suffix>\.sql(?:\.gz|\.zst)?(?:\.age)?)$"
+    rf"(?P<suffix>(?:{_SUFFIXES})(?:{re.escape(ENCRYPTED_SUFFIX)})?)$"
 )
 
 
@@ -69,7 +72,7 @@ def dump_name(
 ) -> str:
     """The dump's object name for an ID, compression, encryption and key generation."""
     marker = f".k{generation}" if generation > 1 else ""
-    suffix = DUMP_SUFFIXES[compression] + (ENCRYPTED_SUFFIX if encrypted else "")
+    suffix = COMPRESSIONS[compression].suffix + (ENCRYPTED_SUFFIX if encrypted else "")
     return validate_id(snapshot_id) + marker + suffix
 
 
@@ -236,7 +239,7 @@ class Manifest:
                 "snapmgr"
             ) from exc
         validate_id(manifest.id)
-        if manifest.compression not in DUMP_SUFFIXES:
+        if manifest.compression not in COMPRESSIONS:
             raise VerificationError(
                 f"manifest {origin} names unknown compression {manifest.compression!r}"
             )

@@ -20,31 +20,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
+from functools import partial
 from typing import Any
 
 from snapmgr import validate
-from snapmgr.catalog import Entry, Orphan, Store, list_entries, orphans
+from snapmgr.catalog import Entry, Orphan, Store, merge_by_id, orphans, store_manifests
 from snapmgr.config import Config
 from snapmgr.durations import Duration
 from snapmgr.errors import NotFoundError, StorageError
 from snapmgr.manifest import Manifest
-from snapmgr.retention import Policy, apply_policy
-
-#: The policy keys, shared by the ``[retention]`` table and the ``--keep-*`` flags.
-POLICY_KEYS = (
-    "keep_last",
-    "keep_hourly",
-    "keep_daily",
-    "keep_weekly",
-    "keep_monthly",
-    "keep_yearly",
-    "keep_within",
-)
-
-
-def flag_name(key: str) -> str:
-    """``keep_daily`` -> ``--keep-daily``."""
-    return "--" + key.replace("_", "-")
+from snapmgr.retention import POLICY_KEYS, Policy, apply_policy, flag_name, parse_rule
 
 
 @dataclass(frozen=True)
@@ -68,17 +53,14 @@ def choose_policy(config: Config, flags: Mapping[str, Any]) -> PolicyChoice:
     if unknown:
         raise ValueError(f"not policy keys: {sorted(unknown)}")
     if given:
-        values: dict[str, Any] = {key: _flag_value(key, value) for key, value in given.items()}
-        return PolicyChoice(Policy(**values), "--keep-* flags")
+        values = {
+            key: validate.flag(flag_name(key), partial(parse_rule, key), value)
+            for key, value in given.items()
+        }
+        return PolicyChoice(Policy.from_rules(values), "--keep-* flags")
     sources = sorted({config.sources[key] for key in POLICY_KEYS} - {"default"})
     source = ", ".join(sources) if sources else "no --keep-* flag and no keep_* setting"
-    return PolicyChoice(Policy(**{key: config[key] for key in POLICY_KEYS}), source)
-
-
-def _flag_value(key: str, value: Any) -> int | Duration | None:
-    if key == "keep_within":
-        return validate.flag(flag_name(key), validate.duration, str(value))
-    return validate.flag(flag_name(key), validate.count, value) or None
+    return PolicyChoice(config.retention, source)
 
 
 @dataclass(frozen=True)
@@ -176,19 +158,19 @@ def plan_prune(
     label: str | None = None,
 ) -> PrunePlan:
     """Decide what to keep and remove; touches nothing. Raises ``EmptyPolicyError``."""
-    per_store: list[list[Entry]] = []
+    copies: list[tuple[Store, Manifest]] = []
     found: list[Orphan] = []
     failures: list[StoreFailure] = []
     for store in stores:
         try:
-            entries = list_entries([store])
+            manifests = store_manifests(store)
             store_orphans = orphans(store)
         except StorageError as exc:
             failures.append(StoreFailure(store, str(exc)))
             continue
-        per_store.append(entries)
+        copies.extend((store, manifest) for manifest in manifests)
         found.extend(sorted(store_orphans, key=lambda orphan: orphan.info.name))
-    by_id = {entry.id: entry for entry in _merge(per_store)}
+    by_id = {entry.id: entry for entry in merge_by_id(copies)}
     manifests = [e.manifest for e in by_id.values() if label is None or e.manifest.label == label]
     decisions = apply_policy(manifests, choice.policy, tz=tz, now=now)
     cutoff = grace.before(now)
@@ -205,28 +187,6 @@ def plan_prune(
         ),
         failures=tuple(failures),
     )
-
-
-def _merge(per_store: list[list[Entry]]) -> list[Entry]:
-    """One entry per ID with its copies in store order, as ``list_entries`` merges."""
-    merged: dict[str, Entry] = {}
-    for entries in per_store:
-        for entry in entries:
-            known = merged.get(entry.id)
-            merged[entry.id] = (
-                entry
-                if known is None
-                else Entry(
-                    known.manifest,
-                    known.stores + entry.stores,
-                    _copies(known) + _copies(entry),
-                )
-            )
-    return sorted(merged.values(), key=lambda e: (e.manifest.created_at, e.id), reverse=True)
-
-
-def _copies(entry: Entry) -> tuple[Manifest, ...]:
-    return tuple(entry.manifest_in(store) for store in entry.stores)
 
 
 def execute_plan(plan: PrunePlan, *, dry_run: bool = False) -> PruneResult:

@@ -38,7 +38,6 @@ import psycopg
 from psycopg import sql
 
 from snapmgr.catalog import Entry, Store
-from snapmgr.codec import Digest
 from snapmgr.dumpscan import LineFilter
 from snapmgr.encryption import Keyring, WrongKeyError
 from snapmgr.errors import (
@@ -70,7 +69,7 @@ from snapmgr.restore_sql import (
     text_array,
 )
 from snapmgr.signals import commit_passed, pause_point, signals_held
-from snapmgr.verify import CHUNK, StoredSql
+from snapmgr.verify import StoredSql, check_stored_object
 
 log = logging.getLogger("snapmgr")
 
@@ -468,17 +467,13 @@ class _Attempt:
         psql can stop on garbage before the stream's end reveals a bad
         checksum; re-reading the copy tells "corrupt" (exit 6) from "failed" (8).
         """
-        digest = Digest()
+        manifest = self.manifest
         try:
-            with self.store.backend.open_reader(self.manifest.dump_name) as handle:
-                while chunk := handle.read(CHUNK):
-                    digest.update(chunk)
+            check_stored_object(self.store, manifest.dump_name, manifest.size, manifest.sha256)
+        except VerificationError as exc:
+            return str(exc)
         except (OSError, SnapmgrError) as exc:
             log.warning("cannot re-read %s to check it: %s", self.store.describe(), exc)
-            return None
-        location = self.store.backend.location(self.manifest.dump_name)
-        if digest.size != self.manifest.size or digest.hexdigest() != self.manifest.sha256:
-            return f"{location} does not match its manifest (sha256/size): the copy is corrupt"
         return None
 
 

@@ -36,12 +36,13 @@ weekly, monthly, yearly, newest.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, tzinfo
 from itertools import groupby
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
+from snapmgr import validate
 from snapmgr.durations import Duration
 
 REASON_PINNED = "pinned"
@@ -56,6 +57,8 @@ OLDEST_PREFIX = "oldest "
 WITHIN_PREFIX = "within "
 
 UNLIMITED = -1
+#: The one rule that is a duration, not a count.
+WITHIN_KEY = "keep_within"
 
 
 class EmptyPolicyError(ValueError):
@@ -90,41 +93,64 @@ class Decision(Generic[T]):
     reasons: tuple[str, ...]
 
 
+def _count_rule(reason: str, period: str | None) -> Any:
+    """A count rule's field: the reason it gives and the help of its ``--keep-*`` flag."""
+    if period is None:
+        text = "Keep the N newest snapshots."
+    else:
+        text = f"Keep the newest snapshot of each of the last N {period} (-1: all)."
+    return field(default=None, metadata={"reason": reason, "help": text})
+
+
 @dataclass(frozen=True)
 class Policy:
-    """A retention policy. Counts: ``None``/``0`` unused, ``-1`` unlimited, else N."""
+    """A retention policy. Counts: ``None``/``0`` unused, ``-1`` unlimited, else N.
 
-    keep_last: int | None = None
-    keep_hourly: int | None = None
-    keep_daily: int | None = None
-    keep_weekly: int | None = None
-    keep_monthly: int | None = None
-    keep_yearly: int | None = None
-    keep_within: Duration | None = None
+    The one definition of the policy's rules: the ``[retention]`` keys, their
+    ``SNAPMGR_KEEP_*`` variables, the ``prune --keep-*`` flags with their help
+    and the JSON of a prune are all derived from these fields (see
+    :data:`POLICY_KEYS`, :func:`parse_rule`, :func:`rule_help`).
+    """
+
+    keep_last: int | None = _count_rule(REASON_LAST, None)
+    keep_hourly: int | None = _count_rule(REASON_HOURLY, "hours")
+    keep_daily: int | None = _count_rule(REASON_DAILY, "days")
+    keep_weekly: int | None = _count_rule(REASON_WEEKLY, "ISO weeks")
+    keep_monthly: int | None = _count_rule(REASON_MONTHLY, "months")
+    keep_yearly: int | None = _count_rule(REASON_YEARLY, "years")
+    keep_within: Duration | None = field(
+        default=None,
+        metadata={"help": "Keep every snapshot within DUR of the newest (36h, 7d, 2w, 6m, 1y6m)."},
+    )
 
     def __post_init__(self) -> None:
-        for field in fields(self):
-            if field.name == "keep_within":
-                continue
-            value = getattr(self, field.name)
+        for name in COUNT_KEYS:
+            value = getattr(self, name)
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < UNLIMITED:
-                raise ValueError(
-                    f"{field.name} must be a whole number >= 0, or -1 for unlimited; got {value!r}"
-                )
+            try:
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ValueError(f"expected a whole number, got {value!r}")
+                validate.count(value)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
         if self.keep_within is not None and not isinstance(self.keep_within, Duration):
-            raise ValueError(f"keep_within must be a Duration, got {self.keep_within!r}")
+            raise ValueError(f"{WITHIN_KEY} must be a Duration, got {self.keep_within!r}")
+
+    @classmethod
+    def from_rules(cls, rules: Mapping[str, int | Duration | None]) -> Policy:
+        """A policy from rule values by key, as :func:`parse_rule` gives them
+        (``__post_init__`` checks each one's type)."""
+        return cls(**rules)  # type: ignore[arg-type]
 
     def _counts(self) -> tuple[tuple[str, int | None], ...]:
-        return (
-            (REASON_LAST, self.keep_last),
-            (REASON_HOURLY, self.keep_hourly),
-            (REASON_DAILY, self.keep_daily),
-            (REASON_WEEKLY, self.keep_weekly),
-            (REASON_MONTHLY, self.keep_monthly),
-            (REASON_YEARLY, self.keep_yearly),
-        )
+        return tuple((_REASONS[name], getattr(self, name)) for name in COUNT_KEYS)
+
+    def as_dict(self) -> dict[str, int | str | None]:
+        """Every rule by its key, ``keep_within`` as text: for ``--json`` output."""
+        out: dict[str, int | str | None] = {name: getattr(self, name) for name in COUNT_KEYS}
+        out[WITHIN_KEY] = str(self.keep_within) if self.keep_within is not None else None
+        return out
 
     def is_empty(self) -> bool:
         """True when no rule is set: every count unused and no ``keep_within``."""
@@ -145,6 +171,36 @@ class Policy:
         return (
             f"keep {' and '.join(rules)}; pinned snapshots and each label's newest are always kept"
         )
+
+
+#: Every rule's key, in the order the ``Policy`` declares them.
+POLICY_KEYS: tuple[str, ...] = tuple(f.name for f in fields(Policy))
+COUNT_KEYS: tuple[str, ...] = tuple(k for k in POLICY_KEYS if k != WITHIN_KEY)
+_REASONS: dict[str, str] = {
+    f.name: f.metadata["reason"] for f in fields(Policy) if f.name in COUNT_KEYS
+}
+
+
+def rule_help(key: str) -> str:
+    """The help text of the ``--keep-*`` flag for rule ``key``."""
+    help_text: str = next(f.metadata["help"] for f in fields(Policy) if f.name == key)
+    return help_text
+
+
+def flag_name(key: str) -> str:
+    """``keep_daily`` -> ``--keep-daily``."""
+    return "--" + key.replace("_", "-")
+
+
+def parse_rule(key: str, raw: Any) -> int | Duration | None:
+    """A rule's value from a flag, a variable or the config file: a count (``0``
+    means unused, so ``None``) or, for ``keep_within``, a duration. Raises
+    ``ValueError`` saying what is wrong; the caller names where it came from."""
+    if key == WITHIN_KEY:
+        return validate.duration(raw)
+    if key not in COUNT_KEYS:
+        raise ValueError(f"not a retention rule: {key!r}")
+    return validate.count(raw) or None
 
 
 def apply_policy(

@@ -47,7 +47,6 @@ from snapmgr.errors import (
     NotFoundError,
     SnapmgrError,
     StorageError,
-    VerificationError,
 )
 from snapmgr.inventory import Inventory
 from snapmgr.manifest import (
@@ -72,6 +71,7 @@ from snapmgr.postgres import ConnInfo, ServerInfo, Tool, pg_dump_command
 from snapmgr.progress import Progress
 from snapmgr.redact import scrub
 from snapmgr.signals import commit_passed, pause_point, signals_held
+from snapmgr.verify import check_stored_object
 
 log = logging.getLogger("snapmgr")
 
@@ -493,15 +493,10 @@ def _verify_stored(run: DumpRun, live: list[_Target], snapshot_id: str) -> None:
 
     def check(target: _Target) -> Callable[[], None]:
         def run_check() -> None:
-            digest = Digest()
             try:
-                with target.store.backend.open_reader(name) as handle:
-                    digest.update_from(handle)
-                if digest.size != size or digest.hexdigest() != expected:
-                    raise VerificationError(
-                        f"{target.store.backend.location(name)} does not match what was written "
-                        f"({digest.size} of {size} bytes, sha256 differs)"
-                    )
+                check_stored_object(
+                    target.store, name, size, expected, expected_from="what was written"
+                )
             except Exception as exc:
                 target.error = _as_storage_error(exc)
                 with contextlib.suppress(Exception):

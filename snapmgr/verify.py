@@ -21,6 +21,7 @@ from snapmgr.codec import Digest, decompressor
 from snapmgr.dumpscan import DumpScanner, LineFilter
 from snapmgr.encryption import Keyring, decrypt_stream, missing_key
 from snapmgr.errors import NotFoundError, SnapmgrError, StorageError, VerificationError
+from snapmgr.formats import NONE
 from snapmgr.manifest import Manifest
 from snapmgr.pipeline import Cancelled, Channel, Worker
 
@@ -158,7 +159,7 @@ class StoredSql:
     def _decode(self, channel: Channel[bytes], reader: Worker) -> Iterator[bytes]:
         inflate = decompressor(self.manifest.compression)
         # Plain SQL is passed on whole, as it was stored: no copies, no pieces.
-        step = CHUNK if self.manifest.compression == "none" else DECODE_STEP
+        step = CHUNK if self.manifest.compression == NONE.name else DECODE_STEP
         try:
             for chunk in channel:
                 if self._tap is not None:
@@ -242,8 +243,17 @@ def check_fingerprints(stream: StoredSql) -> None:
         )
 
 
-def check_stored_object(store: Store, name: str, size: int, sha256: str) -> None:
-    """Re-read ``name`` in ``store``: its size and sha256 must be these."""
+def check_stored_object(
+    store: Store, name: str, size: int, sha256: str, *, expected_from: str = "the manifest"
+) -> None:
+    """Re-read ``name`` in ``store``: its size and sha256 must be these.
+
+    The one "hash a stored copy and compare": ``verify`` of an encrypted copy
+    without its key, snapshot's read-back before the commit (``expected_from``
+    "what was written") and restore telling a corrupt copy (exit 6) from a
+    failed replay (8). Raises ``VerificationError`` for a missing, truncated or
+    altered copy and ``StorageError`` when the store cannot be read.
+    """
     location = store.backend.location(name)
     digest = Digest()
     try:
@@ -255,12 +265,12 @@ def check_stored_object(store: Store, name: str, size: int, sha256: str) -> None
         raise StorageError(f"cannot read {location}: {exc}") from exc
     if digest.size != size:
         raise VerificationError(
-            f"{location} has {digest.size} bytes, the manifest says {size}: "
+            f"{location} has {digest.size} bytes, {expected_from} {size}: "
             "the copy is truncated or altered"
         )
     if digest.hexdigest() != sha256:
         raise VerificationError(
-            f"{location}: sha256 differs from the manifest: the copy is corrupt"
+            f"{location}: sha256 differs from {expected_from}: the copy is corrupt"
         )
 
 

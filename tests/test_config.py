@@ -24,12 +24,12 @@ def test_precedence_flag_over_env_over_file_over_default(tmp_path: Path) -> None
     path = write(tmp_path, 'label = "from_file"\ncompression = "zstd"\n')
     env = {"SNAPMGR_LABEL": "from_env"}
     config = load_config({"label": "from_flag"}, env, path)
-    assert config["label"] == "from_flag"
+    assert config.label == "from_flag"
     assert config.sources["label"] == "flag"
     config = load_config({}, env, path)
-    assert (config["label"], config.sources["label"]) == ("from_env", "env SNAPMGR_LABEL")
-    assert (config["compression"], config.sources["compression"]) == ("zstd", f"file {path}")
-    assert load_config({}, {}, None)["label"] == "pre_migration"
+    assert (config.label, config.sources["label"]) == ("from_env", "env SNAPMGR_LABEL")
+    assert (config.compression, config.sources["compression"]) == ("zstd", f"file {path}")
+    assert load_config({}, {}, None).label == "pre_migration"
 
 
 def test_legacy_variables_and_config_from_env(tmp_path: Path) -> None:
@@ -38,9 +38,9 @@ def test_legacy_variables_and_config_from_env(tmp_path: Path) -> None:
         {}, {"BACKUP_DIR": "/srv/snaps", "DATABASE_URL": "postgresql://a@b/c",
              "SNAPMGR_CONFIG": path}, None,
     )  # fmt: skip
-    assert config["backup_dir"] == "/srv/snaps"
+    assert config.backup_dir == "/srv/snaps"
     assert config.database_url == "postgresql://a@b/c"
-    assert config["pointer_file"] == "/srv/ptr"
+    assert config.pointer_file == "/srv/ptr"
     assert config.selected_stores()[0].url == "/srv/snaps"
 
 
@@ -119,10 +119,10 @@ def test_good_edge_values_are_accepted(tmp_path: Path) -> None:
         "[retention]\nkeep_daily = -1\nkeep_last = 2147483647\n"
     )
     config = load_config({}, {}, write(tmp_path, text))
-    assert config["progress_interval"] == 86400
-    assert config["compression_level"] == 3
-    assert config["keep_daily"] == -1 and config["keep_last"] == 2**31 - 1
-    assert str(config["orphan_grace"]) == "9999y"
+    assert config.progress_interval == 86400
+    assert config.compression_level == 3
+    assert config.retention.keep_daily == -1 and config.retention.keep_last == 2**31 - 1
+    assert str(config.orphan_grace) == "9999y"
 
 
 def test_missing_and_invalid_files(tmp_path: Path) -> None:
@@ -134,7 +134,7 @@ def test_missing_and_invalid_files(tmp_path: Path) -> None:
 
 def test_example_file_is_valid_and_documents_every_key() -> None:
     config = load_config({}, {}, str(EXAMPLE))
-    assert config["compression"] == "gzip"
+    assert config.compression == "gzip"
     text = EXAMPLE.read_text()
     for key in KEYS:
         assert re.search(rf"^#? ?{key} = ", text, re.MULTILINE), f"{key} undocumented"

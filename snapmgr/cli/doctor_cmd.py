@@ -26,7 +26,7 @@ def doctor(
     def test_message() -> str:
         from snapmgr.notify import Event, send, this_host
 
-        urls = config["notify_urls"]
+        urls = config.notify_urls
         event = Event("doctor", True, "snapmgr doctor: test message", host=this_host())
         sent = send(event, urls, config.secrets())
         return "" if sent == len(urls) else f"{len(urls) - sent} of {len(urls)} URL(s) failed"

@@ -32,7 +32,7 @@ def started(ctx: Ctx) -> None:
     if ctx.command not in PINGED:
         return
     config = _config(ctx)
-    url = config["healthcheck_url"] if config else None
+    url = config.healthcheck_url if config else None
     if url:
         ctx.note(pinged=True)
         ping(url, "start", f"snapmgr {ctx.command} on {this_host()}", secrets=ctx.secrets())
@@ -47,10 +47,10 @@ def finished(ctx: Ctx, exit_code: int, duration_s: float) -> None:
         if config is None:
             return
         event = build_event(ctx, exit_code, duration_s, config)
-        urls = config["notify_urls"]
-        if urls and wanted(event, config["notify_on"]):
+        urls = config.notify_urls
+        if urls and wanted(event, config.notify_on):
             send(event, urls, ctx.secrets())
-        url = config["healthcheck_url"]
+        url = config.healthcheck_url
         if url and ctx.facts.get("pinged"):
             body = event.summary if event.ok else event.error or event.summary
             ping(url, "success" if event.ok else "fail", body, secrets=ctx.secrets())

@@ -26,44 +26,24 @@ from snapmgr.health import (
 from snapmgr.manifest import validate_id
 from snapmgr.prune import OrphanDecision, PruneResult, SnapshotDecision, StoreFailure
 from snapmgr.redact import redact_url
+from snapmgr.retention import POLICY_KEYS, flag_name, rule_help
 
 log = logging.getLogger("snapmgr")
 app = typer.Typer()
 
 
-KeepLast = Annotated[
-    int | None, typer.Option(help="Keep the N newest snapshots.", show_default=False)
-]
-KeepHourly = Annotated[
-    int | None,
-    typer.Option(help="Keep the newest snapshot of each of the last N hours (-1: all).",
-                 show_default=False),
-]  # fmt: skip
-KeepDaily = Annotated[
-    int | None,
-    typer.Option(help="Keep the newest snapshot of each of the last N days (-1: all).",
-                 show_default=False),
-]  # fmt: skip
-KeepWeekly = Annotated[
-    int | None,
-    typer.Option(help="Keep the newest snapshot of each of the last N ISO weeks (-1: all).",
-                 show_default=False),
-]  # fmt: skip
-KeepMonthly = Annotated[
-    int | None,
-    typer.Option(help="Keep the newest snapshot of each of the last N months (-1: all).",
-                 show_default=False),
-]  # fmt: skip
-KeepYearly = Annotated[
-    int | None,
-    typer.Option(help="Keep the newest snapshot of each of the last N years (-1: all).",
-                 show_default=False),
-]  # fmt: skip
-KeepWithin = Annotated[
-    str | None,
-    typer.Option(help="Keep every snapshot within DUR of the newest (36h, 7d, 2w, 6m, 1y6m).",
-                 metavar="DUR", show_default=False),
-]  # fmt: skip
+def _keep(key: str, metavar: str = "N") -> Any:
+    """A ``--keep-*`` option: name and help from the retention policy's own field."""
+    return typer.Option(flag_name(key), help=rule_help(key), metavar=metavar, show_default=False)
+
+
+KeepLast = Annotated[int | None, _keep("keep_last")]
+KeepHourly = Annotated[int | None, _keep("keep_hourly")]
+KeepDaily = Annotated[int | None, _keep("keep_daily")]
+KeepWeekly = Annotated[int | None, _keep("keep_weekly")]
+KeepMonthly = Annotated[int | None, _keep("keep_monthly")]
+KeepYearly = Annotated[int | None, _keep("keep_yearly")]
+KeepWithin = Annotated[str | None, _keep("keep_within", "DUR")]
 LabelOpt = Annotated[
     str | None, typer.Option(help="Only snapshots with this label.", show_default=False)
 ]
@@ -96,11 +76,8 @@ def prune(
 
     Any --keep-* flag replaces the configured retention policy as a whole.
     """
-    flags = {
-        "keep_last": keep_last, "keep_hourly": keep_hourly, "keep_daily": keep_daily,
-        "keep_weekly": keep_weekly, "keep_monthly": keep_monthly, "keep_yearly": keep_yearly,
-        "keep_within": keep_within,
-    }  # fmt: skip
+    given = locals()
+    flags = {key: given[key] for key in POLICY_KEYS}  # each --keep-* flag by its policy key
     if metrics_file is not None:
         validate.flag("--metrics-file", validate.path, metrics_file)
     started = time.monotonic()
@@ -119,7 +96,7 @@ def prune(
     if ctx.json_output:
         ctx.emit_json(_prune_json(result))
     else:
-        _print_prune(result, ZoneInfo(ctx.config["timezone"]))
+        _print_prune(result, ZoneInfo(ctx.config.timezone))
     if metrics_file:
         if dry_run:
             log.info("dry run: %s not written", metrics_file)
@@ -185,10 +162,7 @@ def _prune_json(result: PruneResult) -> dict[str, Any]:
         "policy": {
             "source": plan.choice.source,
             "description": policy.describe(),
-            "keep_last": policy.keep_last, "keep_hourly": policy.keep_hourly,
-            "keep_daily": policy.keep_daily, "keep_weekly": policy.keep_weekly,
-            "keep_monthly": policy.keep_monthly, "keep_yearly": policy.keep_yearly,
-            "keep_within": str(policy.keep_within) if policy.keep_within else None,
+            **policy.as_dict(),
         },
         "keep": [
             {**_snapshot_fields(d.entry), "reasons": list(d.reasons)} for d in plan.kept

@@ -14,6 +14,7 @@ from snapmgr.cli.common import Ctx, command, parse_tags
 from snapmgr.config import StoreConfig
 from snapmgr.deploylock import reuse_window, wait_seconds
 from snapmgr.errors import SnapmgrError, StorageError, UsageError
+from snapmgr.formats import COMPRESSIONS, DEFAULT_COMPRESSION
 from snapmgr.progress import human_bytes
 from snapmgr.redact import redact_url
 from snapmgr.registry import available, open_backend
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("snapmgr")
 app = typer.Typer()
+COMPRESSION_HELP = (
+    f"{', '.join(COMPRESSIONS)} (default: the compression setting, "
+    f"{DEFAULT_COMPRESSION} unless set)."
+)
 
 WaitOpt = Annotated[
     str,
@@ -80,7 +85,7 @@ def snapshot(
     label: Annotated[str | None, typer.Option(help="Label: the ID's prefix.")] = None,
     tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE; repeatable.")] = None,
     compression: Annotated[
-        str | None, typer.Option(help="gzip (default), zstd or none.", show_default=False)
+        str | None, typer.Option(help=COMPRESSION_HELP, show_default=False)
     ] = None,
     level: Annotated[int | None, typer.Option(help="Compression level.")] = None,
     no_owner: Annotated[
