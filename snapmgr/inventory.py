@@ -13,7 +13,7 @@ dumping role cannot read: pg_dump would stop on the first of them with a bare
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from snapmgr.errors import DumpError
@@ -68,6 +68,19 @@ SELECT
      JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
      WHERE {SYSTEM_SCHEMAS} AND NOT (n.nspname = ANY(%(excluded)s)))"""
 
+# Every partition and the table it is attached to: a partial restore of a
+# partitioned table must bring its partitions, which hold its rows.
+PARTITIONS_SQL = f"""
+SELECT n.nspname || '.' || c.relname, pn.nspname || '.' || p.relname
+FROM pg_catalog.pg_inherits i
+JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_class p ON p.oid = i.inhparent
+JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace
+WHERE c.relispartition AND c.relkind IN ('r', 'p') AND {SYSTEM_SCHEMAS}
+  AND NOT (n.nspname = ANY(%(excluded)s))
+ORDER BY 1"""
+
 # pg_dump locks every table and reads every sequence it dumps (SELECT), and
 # needs USAGE on their schemas. Extension members are the extension's business.
 UNREADABLE_SQL = f"""
@@ -98,6 +111,8 @@ class Inventory:
     schemas: dict[str, dict[str, str | None]]
     objects: dict[str, int]
     timezone: str | None = None
+    #: ``{partition: the table it is attached to}``, both ``schema.table``.
+    partitions: dict[str, str] = field(default_factory=dict)
 
 
 def read_inventory(db: Any, content: DumpContent) -> Inventory:
@@ -117,7 +132,12 @@ def read_inventory(db: Any, content: DumpContent) -> Inventory:
     row = db.execute(OBJECTS_SQL, params).fetchone()
     objects = {"relations": int(row[0]), "other": int(row[1])}
     zone = db.execute("SELECT pg_catalog.current_setting('TimeZone')").fetchone()
-    return Inventory(roles, extensions, schemas, objects, str(zone[0]) if zone else None)
+    partitions = {
+        str(child): str(parent) for child, parent in db.execute(PARTITIONS_SQL, params).fetchall()
+    }
+    return Inventory(
+        roles, extensions, schemas, objects, str(zone[0]) if zone else None, partitions
+    )
 
 
 def check_readable(db: Any, content: DumpContent) -> None:

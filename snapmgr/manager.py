@@ -475,7 +475,11 @@ class SnapshotManager:
         if tables or schemas:
             manifest = entry.manifest
             selection = select(
-                manifest.tables, set(manifest.schemas), tables=tables or [], schemas=schemas or []
+                manifest.tables,
+                set(manifest.schemas),
+                tables=tables or [],
+                schemas=schemas or [],
+                partitions=manifest.partitions,
             )
         if verify_content and not (entry.manifest.fingerprints or {}).get("tables"):
             raise UsageError(

@@ -188,6 +188,9 @@ class Manifest:
     recipients: list[str] = field(default_factory=list)
     #: The dump's object name, when not the one the ID gives (after ``rekey``).
     dump_object: str | None = None
+    #: ``{partition: the table it is attached to}`` (``schema.table``); empty in
+    #: snapshots made before snapmgr recorded it.
+    partitions: dict[str, str] = field(default_factory=dict)
 
     @property
     def dump_name(self) -> str:

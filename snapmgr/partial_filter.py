@@ -16,6 +16,13 @@ wipe). What belongs to a chosen table:
   too**: a foreign key to a table left out is left out (the target may not
   have that table, or have other rows in it).
 
+A chosen partitioned table brings every partition under it, at any depth
+and in any schema (the manifest records which table each partition is
+attached to): the partitions hold its rows. Their ``TABLE ATTACH`` sections
+come with them, and an ``INDEX ATTACH`` when both indexes came. A partition
+chosen without the table it is attached to is refused before anything is
+touched: the replay could not attach it.
+
 A chosen schema brings every section of that schema (and the schema's own
 owner, comment and grants), with the same rule for foreign keys that point
 out of the selection. Everything else (other tables, functions, types,
@@ -37,10 +44,11 @@ handles the prologue, owners and privileges exactly as for a full restore.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from snapmgr.dumpscan import TRAILER, Section, parse_qualified_name, split_qualified_name
-from snapmgr.errors import NotFoundError
+from snapmgr.errors import NotFoundError, RestoreError, UsageError
 from snapmgr.restore_filter import RestoreFilter
 
 # Where a section's statement names a table, a sequence or a referenced table.
@@ -51,6 +59,9 @@ _REFERENCES = re.compile(rb" REFERENCES (?:ONLY )?")
 _SEQUENCE_NAME = re.compile(rb"SEQUENCE NAME ")
 _OWNED_BY = re.compile(rb" OWNED BY ")
 _SETVAL = re.compile(rb"setval\('")
+_ATTACH = re.compile(rb" ATTACH PARTITION ")
+_ALTER_INDEX = re.compile(rb"ALTER INDEX ")
+_ADD_CONSTRAINT = re.compile(rb" ADD CONSTRAINT ")
 TABLE_PARTS = (
     "DEFAULT",
     "CONSTRAINT",
@@ -128,6 +139,8 @@ class PartialFilter:
         self._pending: list[Held] = []
         #: ``schema.sequence`` of the sequences restored with their tables.
         self._sequences: set[str] = set()
+        #: ``schema.index`` of the indexes (and constraint indexes) restored.
+        self._indexes: set[str] = set()
         self._sending_data = False
 
     def __call__(self, line: bytes, section: Section | None) -> bytes:
@@ -185,7 +198,21 @@ class PartialFilter:
         section, lines = pending[0]
         if section.type == "SEQUENCE":
             return self._sequence(pending)
-        return [self._keep(section, _statement(b"\n".join(lines)))]
+        text = _statement(b"\n".join(lines))
+        keep = self._keep(section, text)
+        if keep and section.type in ("INDEX", "CONSTRAINT"):
+            self._indexes.add(self._index_name(section, text))
+        return [keep]
+
+    @staticmethod
+    def _index_name(section: Section, text: bytes) -> str:
+        """``schema.index`` an INDEX or a (unique, primary key) CONSTRAINT section makes."""
+        if section.type == "CONSTRAINT":
+            match = _ADD_CONSTRAINT.search(text)
+            rest = text[match.end() :].decode("utf-8", "replace") if match else ""
+            parts = split_qualified_name(rest) or [""]
+            return f"{section.schema}.{parts[0]}"
+        return f"{section.schema}.{section.name}"
 
     def _sequence(self, pending: list[Held]) -> list[bool]:
         """A sequence goes with the table that owns it (serial or identity column)."""
@@ -222,6 +249,11 @@ class PartialFilter:
             return selection.has_table(table) and selection.has_table(referenced)
         if section.type == "SEQUENCE SET":
             return _name_after(_SETVAL, text) in self._sequences
+        if section.type == "TABLE ATTACH":
+            return self._attach(text)
+        if section.type == "INDEX ATTACH":
+            parent = _name_after(_ALTER_INDEX, text)
+            return parent in self._indexes and _name_after(_ATTACH, text) in self._indexes
         if section.schema in selection.schemas:
             return True
         if section.type == "SCHEMA":
@@ -237,6 +269,22 @@ class PartialFilter:
                 pattern = _RULE_ON if section.type == "RULE" else _ON
             return selection.has_table(_name_after(pattern, text) or "")
         return False
+
+    def _attach(self, text: bytes) -> bool:
+        """A partition's ``ALTER TABLE ONLY parent ATTACH PARTITION child``: with both,
+        or neither. One without the other can only be a snapshot that predates the
+        manifest's partition records; the replay stops (and rolls back) saying so."""
+        parent = _name_after(_ALTER_TABLE, text) or ""
+        child = _name_after(_ATTACH, text) or ""
+        with_parent, with_child = self.selection.has_table(parent), self.selection.has_table(child)
+        if with_parent != with_child:
+            raise RestoreError(
+                f"{child} is a partition of {parent}, and this snapshot was made before "
+                "snapmgr recorded partitions, so a partial restore cannot bring them back "
+                "together: restore the whole snapshot into a scratch database "
+                "(--target-url URL --create) and copy the rows from there"
+            )
+        return with_parent
 
     def _named(self, section: Section) -> bool:
         """A comment, grant or label on ``SCHEMA s``/``TABLE t``/``COLUMN t.c``/``SEQUENCE s``."""
@@ -258,15 +306,46 @@ def select(
     *,
     tables: list[str],
     schemas: list[str],
+    partitions: Mapping[str, str] | None = None,
 ) -> Selection:
-    """The selection for ``--table``/``--schema``; ``NotFoundError`` (exit 7) naming
-    every name the snapshot does not hold, before anything is touched."""
-    known_schemas = schemas_known | {name.split(".", 1)[0] for name in manifest_tables}
-    missing = [f"table {name}" for name in tables if name not in manifest_tables]
+    """The selection for ``--table``/``--schema``, with every partition of a chosen
+    partitioned table (``partitions``: the manifest's ``{partition: parent}``).
+
+    ``NotFoundError`` (exit 7) names every name the snapshot does not hold, and
+    ``UsageError`` (exit 2) a partition chosen without its parent, before
+    anything is touched.
+    """
+    partitions = partitions or {}
+    # A partitioned table has no data of its own, hence no row count: the
+    # partition records name it.
+    known_tables = set(manifest_tables) | set(partitions) | set(partitions.values())
+    known_schemas = schemas_known | {name.split(".", 1)[0] for name in known_tables}
+    missing = [f"table {name}" for name in tables if name not in known_tables]
     missing += [f"schema {name}" for name in schemas if name not in known_schemas]
     if missing:
         raise NotFoundError(
             f"the snapshot holds no {', no '.join(missing)} (tables are named "
             "schema.table, as `snapmgr show ID` lists them); nothing was restored"
         )
-    return Selection(tables=frozenset(tables), schemas=frozenset(schemas))
+    chosen = Selection(tables=frozenset(tables), schemas=frozenset(schemas))
+    for name in sorted(t for t in known_tables if chosen.has_table(t)):
+        parent = partitions.get(name)
+        if parent is not None and not chosen.has_table(parent):
+            root = parent
+            while root in partitions:
+                root = partitions[root]
+            raise UsageError(
+                f"{name} is a partition of {parent}: restore the partitioned table "
+                f"(--table {root}), its partitions come with it; nothing was restored"
+            )
+    children: dict[str, list[str]] = {}
+    for child, parent in partitions.items():
+        children.setdefault(parent, []).append(child)
+    found = [t for t in known_tables if chosen.has_table(t)]
+    expanded = set(tables)
+    while found:
+        for child in children.get(found.pop(), []):
+            if child not in expanded:
+                expanded.add(child)
+                found.append(child)
+    return Selection(tables=frozenset(expanded), schemas=frozenset(schemas))

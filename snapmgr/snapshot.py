@@ -547,6 +547,7 @@ def _manifest(run: DumpRun, snapshot_id: str, started: datetime, duration: float
         server_version_num=request.server.version_num,
         fingerprints=run.scanner.fingerprints.result() if run.scanner.fingerprints else {},
         timezone=inventory.timezone if inventory else None,
+        partitions=inventory.partitions if inventory else {},
         encryption=SCHEME if request.recipients else None,
         recipients=list(request.recipients),
     )
