@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from snapmgr.database_props import DatabaseProps, read_props
 from snapmgr.errors import DumpError
 from snapmgr.manifest import DumpContent
 from snapmgr.postgres import ConnInfo
@@ -113,6 +114,8 @@ class Inventory:
     timezone: str | None = None
     #: ``{partition: the table it is attached to}``, both ``schema.table``.
     partitions: dict[str, str] = field(default_factory=dict)
+    #: The database object's own grants and settings.
+    database: DatabaseProps | None = None
 
 
 def read_inventory(db: Any, content: DumpContent) -> Inventory:
@@ -136,8 +139,9 @@ def read_inventory(db: Any, content: DumpContent) -> Inventory:
         str(child): str(parent) for child, parent in db.execute(PARTITIONS_SQL, params).fetchall()
     }
     return Inventory(
-        roles, extensions, schemas, objects, str(zone[0]) if zone else None, partitions
-    )
+        roles, extensions, schemas, objects, str(zone[0]) if zone else None, partitions,
+        database=read_props(db),
+    )  # fmt: skip
 
 
 def check_readable(db: Any, content: DumpContent) -> None:

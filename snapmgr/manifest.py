@@ -191,6 +191,10 @@ class Manifest:
     #: ``{partition: the table it is attached to}`` (``schema.table``); empty in
     #: snapshots made before snapmgr recorded it.
     partitions: dict[str, str] = field(default_factory=dict)
+    #: The database object's own ``{"grants": [[grantee, privilege, grantable]…],
+    #: "settings": ["name=value"…]}`` (see :mod:`snapmgr.database_props`); empty
+    #: in snapshots made before snapmgr recorded them.
+    database_props: dict[str, Any] = field(default_factory=dict)
 
     @property
     def dump_name(self) -> str:

@@ -157,8 +157,14 @@ def _plan(manifest: Manifest, options: RestoreOptions) -> RestorePlan:
     """Read the target and decide how to restore, before its transaction starts."""
     with options.conn.connect() as db:
         plan = plan_restore(
-            db, manifest, no_owner=options.no_owner, no_privileges=options.no_privileges
+            db,
+            manifest,
+            no_owner=options.no_owner,
+            no_privileges=options.no_privileges,
+            whole=options.selection is None,
         )
+    if plan.database_left:
+        log.warning("%s", plan.database_left)
     if plan.kept_extensions or plan.kept_schemas:
         log.info(
             "left as they are (owned by roles %s may not act for): %s",
@@ -264,6 +270,8 @@ class _Attempt:
         try:
             self._open(session)
             self._stream(session, progress, stream, chunks)
+            if self.plan.database_sql:
+                session.send(self.plan.database_sql)
             self._check_counts(session)
             if self.options.verify_content:
                 self._check_content(session)

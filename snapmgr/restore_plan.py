@@ -23,6 +23,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from snapmgr.database_props import DatabaseProps, PropsPlan, plan_props
 from snapmgr.errors import RestoreError
 from snapmgr.manifest import Manifest
 from snapmgr.restore_filter import RestoreFilter
@@ -132,6 +133,10 @@ class RestorePlan:
     public_grantable: bool
     locks_needed: int
     lock_capacity: int
+    #: Statements that give the target database the snapshot's grants and settings.
+    database_sql: str = ""
+    #: What of those this role may not change (one warning line), else "".
+    database_left: str = ""
 
     def wipe(self, server_major: int, lock_timeout_s: float) -> str:
         return wipe_sql(
@@ -169,10 +174,17 @@ class RestorePlan:
 
 
 def plan_restore(
-    db: Any, manifest: Manifest, *, no_owner: bool = False, no_privileges: bool = False
+    db: Any,
+    manifest: Manifest,
+    *,
+    no_owner: bool = False,
+    no_privileges: bool = False,
+    whole: bool = True,
 ) -> RestorePlan:
     """Read the target with ``db`` (a psycopg connection as the restoring role) and
-    decide; raise ``RestoreError`` listing every problem if it cannot work."""
+    decide; raise ``RestoreError`` listing every problem if it cannot work.
+    ``whole``: a full restore, which also puts back the database's own grants
+    and settings (a partial one adds tables and leaves the database as it is)."""
     role, superuser, max_locks, max_conn, max_prepared, settings = db.execute(TARGET_SQL).fetchone()
     content = manifest.content
     apply_owners = content.owners and not no_owner
@@ -202,6 +214,16 @@ def plan_restore(
             f"max_locks_per_transaction to at least {-(-needed // per_slot)} (a server "
             "restart; on a managed service, in its parameter settings)"
         )
+    props = PropsPlan("", "")
+    if whole and manifest.database_props:
+        wanted = DatabaseProps.from_dict(manifest.database_props)
+        props = plan_props(db, wanted, apply_grants=apply_privileges)
+        missing = _missing_grantees(db, wanted) if apply_privileges else []
+        if missing:
+            problems.append(
+                f"the database's grants name role(s) {', '.join(missing)}, missing here: "
+                "create them (CREATE ROLE …), or restore with --no-privileges"
+            )
     if problems:
         for problem in problems:
             log.error("cannot restore: %s", problem)
@@ -223,7 +245,18 @@ def plan_restore(
         public_grantable=public_grantable,
         locks_needed=needed,
         lock_capacity=capacity,
+        database_sql=props.sql,
+        database_left=props.left,
     )
+
+
+def _missing_grantees(db: Any, wanted: DatabaseProps) -> list[str]:
+    """Roles the snapshot's database grants name that the target's server lacks."""
+    names = sorted({grantee for grantee, _, _ in wanted.grants if grantee != "PUBLIC"})
+    if not names:
+        return []
+    found = {str(row[0]) for row in db.execute(ROLES_SQL, (names,)).fetchall()}
+    return [name for name in names if name not in found]
 
 
 def _check_excluded(db: Any, manifest: Manifest, problems: list[str]) -> None:

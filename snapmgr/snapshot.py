@@ -548,6 +548,7 @@ def _manifest(run: DumpRun, snapshot_id: str, started: datetime, duration: float
         fingerprints=run.scanner.fingerprints.result() if run.scanner.fingerprints else {},
         timezone=inventory.timezone if inventory else None,
         partitions=inventory.partitions if inventory else {},
+        database_props=inventory.database.to_dict() if inventory and inventory.database else {},
         encryption=SCHEME if request.recipients else None,
         recipients=list(request.recipients),
     )

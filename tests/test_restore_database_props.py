@@ -1,0 +1,171 @@
+"""The database's own grants and settings come back with a full restore.
+
+``pg_dump`` without ``--create`` leaves out who may CONNECT to, CREATE in and
+make TEMPORARY tables in the database, and its ``ALTER DATABASE … SET``
+settings. On the platform-style database (tests/platform_db.py: the restoring
+role owns the database, it is not a superuser), the owner locks the database
+down the way platforms advise (no CONNECT for PUBLIC, CONNECT for the app's
+roles, CREATE for the migrator) and sets a ``search_path`` and a timeout.
+"Exact" is judged by each role's ``has_database_privilege`` and the
+database's settings, besides the usual schema, data and capabilities.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from snapmgr.database_props import split_list
+from tests import platform_db
+from tests.conftest import Cli
+from tests.pgutil import Server
+
+LOCK_DOWN = f"""
+SET ROLE {platform_db.OWNER};
+REVOKE CONNECT, TEMPORARY ON DATABASE {{db}} FROM PUBLIC;
+GRANT CONNECT ON DATABASE {{db}} TO plat_app, plat_reader;
+GRANT CONNECT, CREATE ON DATABASE {{db}} TO plat_migrator;
+GRANT TEMPORARY ON DATABASE {{db}} TO plat_app WITH GRANT OPTION;
+ALTER DATABASE {{db}} SET search_path = app, "$user", public;
+ALTER DATABASE {{db}} SET statement_timeout = '5s';
+RESET ROLE;
+"""
+
+#: A migration that also changed the database object itself.
+LOOSEN = f"""
+SET ROLE {platform_db.OWNER};
+GRANT CONNECT ON DATABASE {{db}} TO PUBLIC;
+REVOKE CREATE ON DATABASE {{db}} FROM plat_migrator;
+REVOKE GRANT OPTION FOR TEMPORARY ON DATABASE {{db}} FROM plat_app;
+GRANT CREATE ON DATABASE {{db}} TO plat_reader;
+ALTER DATABASE {{db}} RESET search_path;
+ALTER DATABASE {{db}} SET statement_timeout = '1min';
+ALTER DATABASE {{db}} SET work_mem = '64MB';
+RESET ROLE;
+"""
+
+DATABASE_CAPABILITIES_SQL = """
+SELECT r.rolname, p.priv, has_database_privilege(r.rolname, current_database(), p.priv)
+FROM pg_roles r, unnest(ARRAY['CONNECT', 'CREATE', 'TEMPORARY',
+                              'CONNECT WITH GRANT OPTION', 'TEMPORARY WITH GRANT OPTION']) p(priv)
+WHERE r.rolname IN ('plat_owner', 'plat_migrator', 'plat_app', 'plat_reader', 'pg_monitor')
+ORDER BY 1, 2"""
+
+SETTINGS_SQL = """
+SELECT coalesce(s.setconfig, '{}') FROM pg_database d
+LEFT JOIN pg_db_role_setting s ON s.setdatabase = d.oid AND s.setrole = 0
+WHERE d.datname = current_database()"""
+
+
+def database_state(server: Server, dbname: str) -> tuple[list[tuple[Any, ...]], list[str]]:
+    capabilities = server.execute(dbname, DATABASE_CAPABILITIES_SQL)
+    [(settings,)] = server.execute(dbname, SETTINGS_SQL)
+    return capabilities, sorted(settings)
+
+
+@pytest.fixture
+def locked_down(pg_server: Server, fresh_db_name: str) -> Iterator[tuple[str, str]]:
+    platform_db.create_roles(pg_server)
+    url = platform_db.build(pg_server, fresh_db_name)
+    pg_server.psql_file(fresh_db_name, LOCK_DOWN.format(db=fresh_db_name))
+    yield fresh_db_name, url
+    pg_server.drop_db(fresh_db_name)
+
+
+def test_a_restore_puts_back_the_databases_grants_and_settings(
+    cli: Cli, pg_server: Server, locked_down: tuple[str, str]
+) -> None:
+    dbname, url = locked_down
+    env = {"DATABASE_URL": url, "SNAPMGR_EXCLUDE_SCHEMAS": "platform_managed"}
+    snapshot_id = cli.ok("snapshot", env=env).stdout.strip()
+    manifest = json.loads(cli.ok("show", snapshot_id, "--json", env=env).stdout)
+    assert manifest["database_props"] == {
+        "grants": [
+            ["plat_app", "CONNECT", False],
+            ["plat_app", "TEMPORARY", True],
+            ["plat_migrator", "CONNECT", False],
+            ["plat_migrator", "CREATE", False],
+            ["plat_reader", "CONNECT", False],
+        ],
+        "settings": ['search_path=app, "$user", public', "statement_timeout=5s"],
+    }
+    before, before_db = platform_db.state(pg_server, dbname), database_state(pg_server, dbname)
+    assert ("plat_reader", "CREATE", False) in before_db[0]
+
+    pg_server.psql_file(dbname, platform_db.BAD_MIGRATION + LOOSEN.format(db=dbname))
+    assert database_state(pg_server, dbname) != before_db
+
+    cli.ok("restore", "latest", "--yes", env=env)
+    assert database_state(pg_server, dbname) == before_db
+    after = platform_db.state(pg_server, dbname)
+    assert (after.schema, after.capabilities, after.visible_rows) == (
+        before.schema,
+        before.capabilities,
+        before.visible_rows,
+    )
+    # The setting is live for the app's new sessions: its tables without a prefix.
+    with pg_server.connect(dbname) as db:
+        db.execute("SET ROLE plat_app")
+        row = db.execute("SELECT current_setting('search_path')").fetchone()
+    assert row is not None and row[0] == 'app, "$user", public'
+
+
+def test_into_a_new_database_the_grants_come_back_and_superuser_settings_are_named(
+    cli: Cli, pg_server: Server, locked_down: tuple[str, str]
+) -> None:
+    """The platform makes a fresh database for the owner; the owner restores into it.
+    A setting only a superuser may make is left out, with the statement to run."""
+    dbname, url = locked_down
+    pg_server.execute("postgres", f"ALTER DATABASE {dbname} SET log_min_duration_statement = 250")
+    env = {"DATABASE_URL": url, "SNAPMGR_EXCLUDE_SCHEMAS": "platform_managed"}
+    snapshot_id = cli.ok("snapshot", env=env).stdout.strip()
+    before_db = database_state(pg_server, dbname)
+    target = f"{dbname}_new"
+    pg_server.create_db(target)
+    pg_server.execute("postgres", f"ALTER DATABASE {target} OWNER TO {platform_db.OWNER}")
+    pg_server.psql_file(target, platform_db.PLATFORM_SQL.format(cube_version="1.5"))
+    try:
+        target_url = platform_db.owner_url(pg_server, target)
+        result = cli.ok("restore", snapshot_id, "--yes", "--target-url", target_url, env=env)
+        warnings = [line for line in result.stderr.splitlines() if "superuser" in line]
+        assert len(warnings) == 1, result.stderr
+        assert (
+            f'ALTER DATABASE "{target}" SET "log_min_duration_statement" TO \'250\';' in warnings[0]
+        )
+        capabilities, settings = database_state(pg_server, target)
+        assert capabilities == before_db[0]
+        assert settings == ['search_path=app, "$user", public', "statement_timeout=5s"]
+        assert sorted(before_db[1]) == sorted([*settings, "log_min_duration_statement=250"])
+    finally:
+        pg_server.drop_db(target)
+
+
+def test_no_privileges_leaves_the_databases_grants_alone(
+    cli: Cli, pg_server: Server, locked_down: tuple[str, str]
+) -> None:
+    dbname, url = locked_down
+    env = {"DATABASE_URL": url, "SNAPMGR_EXCLUDE_SCHEMAS": "platform_managed"}
+    cli.ok("snapshot", env=env)
+    pg_server.psql_file(dbname, LOOSEN.format(db=dbname))
+    loosened = database_state(pg_server, dbname)
+    cli.ok("restore", "latest", "--yes", "--no-privileges", env=env)
+    capabilities, settings = database_state(pg_server, dbname)
+    assert capabilities == loosened[0]  # grants as the target had them
+    assert settings == ['search_path=app, "$user", public', "statement_timeout=5s"]
+
+
+@pytest.mark.parametrize(
+    ("printed", "names"),
+    [
+        ('app, "$user", public', ["app", "$user", "public"]),
+        ('"a,b", c', ["a,b", "c"]),
+        ('"x""y"', ['x"y']),
+        ('"My Schema"', ["My Schema"]),
+        ("", []),
+    ],
+)
+def test_a_list_setting_is_read_back_into_its_names(printed: str, names: list[str]) -> None:
+    assert split_list(printed) == names
