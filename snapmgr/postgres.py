@@ -77,6 +77,15 @@ ROW_COUNTS_EXCLUDING_SQL = (
 )
 
 
+#: snapmgr's own sessions read whole catalogs and tables (the inventory, a
+#: drill's fingerprints) and wait on purpose (the deploy lock): a database's or
+#: role's ``statement_timeout`` and the like, meant for the application, must
+#: not cut them short; pg_dump turns them off on its connection the same way.
+NO_TIMEOUTS = """SELECT pg_catalog.set_config('statement_timeout', '0', false),
+       pg_catalog.set_config('lock_timeout', '0', false),
+       pg_catalog.set_config('idle_in_transaction_session_timeout', '0', false)"""
+
+
 @dataclass(frozen=True)
 class ConnInfo:
     """A parsed connection target. ``password`` is kept apart on purpose."""
@@ -179,9 +188,11 @@ class ConnInfo:
         if self.password is not None:
             kwargs["password"] = self.password
         try:
-            return psycopg.connect(self.conninfo(**overrides), autocommit=True, **kwargs)
+            db = psycopg.connect(self.conninfo(**overrides), autocommit=True, **kwargs)
         except psycopg.OperationalError as exc:
             raise DatabaseError(self._explain(exc, overrides.get("dbname"))) from None
+        db.execute(NO_TIMEOUTS)
+        return db
 
     def _explain(self, exc: psycopg.OperationalError, dbname: str | None) -> str:
         text = scrub(str(exc).strip(), self.secrets())

@@ -585,21 +585,30 @@ def _create_database(conn: ConnInfo) -> bool:
         try:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(conn.dbname)))
         except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[0]
+            hint = ""
+            if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+                hint = f" ({conn.user} needs CREATEDB; or name a database that exists)"
             raise DatabaseError(
-                f"cannot create database {conn.dbname} on {conn.host}: "
-                f"{str(exc).strip().splitlines()[0]}"
+                f"cannot create database {conn.dbname} on {conn.host}: {reason}{hint}"
             ) from None
     log.info("created database %s", conn.display())
     return True
 
 
 def drop_created_database(conn: ConnInfo) -> None:
-    """Undo ``--create`` after a failed restore, so the server is as it was."""
+    """Undo ``--create`` after a failed restore, so the server is as it was (saying
+    so only when there was a database to drop)."""
     statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
         sql.Identifier(conn.dbname)
     )
     try:
         with maintenance(conn) as admin:
+            exists = admin.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (conn.dbname,)
+            ).fetchone()
+            if not exists:
+                return
             admin.execute(statement)
         log.info("dropped database %s, which this restore had created", conn.display())
     except (DatabaseError, psycopg.Error) as exc:

@@ -157,6 +157,60 @@ def test_no_privileges_leaves_the_databases_grants_alone(
     assert settings == ['search_path=app, "$user", public', "statement_timeout=5s"]
 
 
+def test_the_apps_own_timeouts_do_not_cut_snapmgrs_sessions_short(
+    cli: Cli, pg_server: Server, locked_down: tuple[str, str]
+) -> None:
+    """A platform's ``statement_timeout`` for the app's role (here 20 ms, a table that
+    takes far longer to read) applies to the app, not to snapshot, drill and restore:
+    each of snapmgr's sessions turns the timeouts off, as pg_dump does on its own."""
+    dbname, url = locked_down
+    pg_server.execute(
+        dbname,
+        "CREATE TABLE public.wide AS SELECT i, md5(i::text) AS h FROM generate_series(1, 300000) i",
+    )
+    pg_server.execute(dbname, f"ALTER TABLE public.wide OWNER TO {platform_db.OWNER}")
+    pg_server.execute("postgres", f"ALTER ROLE {platform_db.OWNER} SET statement_timeout = '20ms'")
+    try:
+        with pg_server.connect(dbname) as db:  # the setting bites the app's own queries
+            db.execute(f"SET ROLE {platform_db.OWNER}")
+            db.execute("SET statement_timeout = '20ms'")
+            with pytest.raises(Exception, match="statement timeout"):
+                db.execute("SELECT count(DISTINCT h) FROM public.wide")
+        env = {"DATABASE_URL": url, "SNAPMGR_EXCLUDE_SCHEMAS": "platform_managed"}
+        snapshot_id = cli.ok("snapshot", env=env).stdout.strip()
+        # The owner may not create databases: the platform gives it one to drill into.
+        scratch = f"{dbname}_drill"
+        pg_server.create_db(scratch)
+        pg_server.execute("postgres", f"ALTER DATABASE {scratch} OWNER TO {platform_db.OWNER}")
+        pg_server.psql_file(scratch, platform_db.PLATFORM_SQL.format(cube_version="1.5"))
+        scratch_url = platform_db.owner_url(pg_server, scratch)
+        drilled = json.loads(
+            cli.ok(
+                "drill", snapshot_id, "--json", "--target-url", scratch_url, "--yes", env=env
+            ).stdout
+        )
+        assert drilled["ok"] is True and drilled["differences"] == []
+        cli.ok("restore", snapshot_id, "--yes", "--verify-content", env=env)
+        assert pg_server.execute(dbname, "SELECT count(*) FROM public.wide") == [(300000,)]
+    finally:
+        pg_server.execute("postgres", f"ALTER ROLE {platform_db.OWNER} RESET statement_timeout")
+        pg_server.drop_db(f"{dbname}_drill")
+
+
+def test_a_drill_as_a_role_without_createdb_says_what_it_needs(
+    cli: Cli, pg_server: Server, locked_down: tuple[str, str]
+) -> None:
+    _, url = locked_down
+    env = {"DATABASE_URL": url, "SNAPMGR_EXCLUDE_SCHEMAS": "platform_managed"}
+    cli.ok("snapshot", env=env)
+    result = cli("drill", env=env)
+    assert result.returncode == 3, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert "permission denied to create database" in line
+    assert "plat_owner needs CREATEDB; or name a database that exists" in line
+    assert "dropped database" not in result.stderr  # nothing was created, nothing dropped
+
+
 @pytest.mark.parametrize(
     ("printed", "names"),
     [
