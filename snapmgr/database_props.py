@@ -36,11 +36,21 @@ FROM pg_catalog.pg_database d,
 WHERE d.datname = pg_catalog.current_database() AND a.grantee <> d.datdba
 ORDER BY 1, 2"""
 
-# ALTER DATABASE … SET settings (not the per-role ones), as "name=value".
+# ALTER DATABASE … SET settings (role "" ) and ALTER ROLE … IN DATABASE … SET
+# ones (by role), as "name=value".
 SETTINGS_SQL = """
-SELECT s.setconfig FROM pg_catalog.pg_db_role_setting s
+SELECT CASE WHEN s.setrole = 0 THEN '' ELSE pg_catalog.pg_get_userbyid(s.setrole) END,
+       s.setconfig
+FROM pg_catalog.pg_db_role_setting s
 JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase
-WHERE d.datname = pg_catalog.current_database() AND s.setrole = 0"""
+WHERE d.datname = pg_catalog.current_database()"""
+
+# Whose per-database settings this role may change: a superuser anyone's, a
+# CREATEROLE role a non-superuser's, any role its own.
+SETTABLE_ROLES_SQL = """
+SELECT r.rolname FROM pg_catalog.pg_roles r, pg_catalog.pg_roles me
+WHERE me.rolname = current_user AND r.rolname = ANY(%s)
+  AND (me.rolsuper OR r.rolname = current_user OR (me.rolcreaterole AND NOT r.rolsuper))"""
 
 # May this role change the database's grants and settings, and which
 # settings would need a superuser.
@@ -66,13 +76,18 @@ Grant = tuple[str, str, bool]
 @dataclass(frozen=True)
 class DatabaseProps:
     """Grants on the database (``(grantee | "PUBLIC", privilege, grantable)``, the
-    owner's left out) and its ``name=value`` settings."""
+    owner's left out), its ``name=value`` settings and each role's in it."""
 
     grants: tuple[Grant, ...] = ()
     settings: tuple[str, ...] = ()
+    role_settings: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"grants": [list(grant) for grant in self.grants], "settings": list(self.settings)}
+        return {
+            "grants": [list(grant) for grant in self.grants],
+            "settings": list(self.settings),
+            "role_settings": {role: list(items) for role, items in self.role_settings},
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DatabaseProps:
@@ -80,8 +95,13 @@ class DatabaseProps:
             (str(grantee), str(privilege), bool(grantable))
             for grantee, privilege, grantable in data.get("grants", ())
         )
+        roles = data.get("role_settings") or {}
         return cls(
-            grants=tuple(sorted(grants)), settings=tuple(str(s) for s in data.get("settings", ()))
+            grants=tuple(sorted(grants)),
+            settings=tuple(str(s) for s in data.get("settings", ())),
+            role_settings=tuple(
+                sorted((str(role), tuple(str(s) for s in items)) for role, items in roles.items())
+            ),
         )
 
 
@@ -91,9 +111,15 @@ def read_props(db: Any) -> DatabaseProps:
         (str(grantee), str(privilege), bool(grantable))
         for grantee, privilege, grantable in db.execute(GRANTS_SQL).fetchall()
     )
-    row = db.execute(SETTINGS_SQL).fetchone()
-    settings = tuple(sorted(str(item) for item in (row[0] if row and row[0] else ())))
-    return DatabaseProps(grants=tuple(sorted(grants)), settings=settings)
+    by_role = {
+        str(role): tuple(sorted(str(item) for item in config or ()))
+        for role, config in db.execute(SETTINGS_SQL).fetchall()
+    }
+    return DatabaseProps(
+        grants=tuple(sorted(grants)),
+        settings=by_role.pop("", ()),
+        role_settings=tuple(sorted((role, items) for role, items in by_role.items() if items)),
+    )
 
 
 @dataclass(frozen=True)
@@ -116,24 +142,25 @@ def plan_props(db: Any, wanted: DatabaseProps, *, apply_grants: bool) -> PropsPl
     database = quote_name(str(name))
     if apply_grants and current.grants != wanted.grants:
         statements += _grant_changes(database, current.grants, wanted.grants, str(owner))
+    needs_superuser = set()
+    if not superuser:
+        names = [
+            _setting_name(item).lower()
+            for items in (wanted.settings, *(items for _, items in wanted.role_settings))
+            for item in items
+        ]
+        rows = db.execute(SUPERUSER_SETTINGS_SQL, (names,)).fetchall() if names else []
+        needs_superuser = {str(row[0]) for row in rows}
     blocked: list[str] = []
     if current.settings != wanted.settings:
-        wanted_names = [_setting_name(item).lower() for item in wanted.settings]
-        needs_superuser = set()
-        if not superuser and wanted_names:
-            rows = db.execute(SUPERUSER_SETTINGS_SQL, (wanted_names,)).fetchall()
-            needs_superuser = {str(row[0]) for row in rows}
-        settings = [f"ALTER DATABASE {database} RESET ALL;"]
-        for item in wanted.settings:
-            statement = _set_statement(database, item)
-            if _setting_name(item).lower() in needs_superuser:
-                blocked.append(statement)
-            else:
-                settings.append(statement)
-        statements += settings
-    if not statements:
+        target = f"DATABASE {database}"
+        statements += _settings_changes(target, wanted.settings, needs_superuser, blocked)
+    role_statements = _role_settings_changes(db, database, current, wanted, needs_superuser)
+    statements += role_statements.allowed
+    blocked += role_statements.blocked
+    if not statements and not blocked:
         return PropsPlan("", "")
-    if not may_alter:
+    if statements and not may_alter:
         return PropsPlan(
             "",
             f"the grants and settings of database {name} differ from the snapshot's and this "
@@ -142,10 +169,51 @@ def plan_props(db: Any, wanted: DatabaseProps, *, apply_grants: bool) -> PropsPl
     left = ""
     if blocked:
         left = (
-            f"settings of database {name} that need a superuser were left out; "
-            f"as a superuser, run: {' '.join(blocked)}"
+            f"settings of database {name} that need a superuser (or CREATEROLE) were left "
+            f"out; as a superuser, run: {' '.join(blocked)}"
         )
     return PropsPlan("".join(f"{statement}\n" for statement in statements), left)
+
+
+def _settings_changes(
+    target: str, items: tuple[str, ...], needs_superuser: set[str], blocked: list[str]
+) -> list[str]:
+    """``ALTER target RESET ALL`` then one ``SET`` per item; a setting only a
+    superuser may make goes to ``blocked`` instead."""
+    out = [f"ALTER {target} RESET ALL;"]
+    for item in items:
+        statement = _set_statement(target, item)
+        (blocked if _setting_name(item).lower() in needs_superuser else out).append(statement)
+    return out
+
+
+@dataclass(frozen=True)
+class _Changes:
+    allowed: list[str]
+    blocked: list[str]
+
+
+def _role_settings_changes(
+    db: Any, database: str, current: DatabaseProps, wanted: DatabaseProps, needs_superuser: set[str]
+) -> _Changes:
+    """``ALTER ROLE … IN DATABASE`` for every role whose settings here differ from
+    the snapshot's; those this role may not change (or that no longer exist) go to
+    ``blocked``, to be named."""
+    have, want = dict(current.role_settings), dict(wanted.role_settings)
+    differing = sorted(role for role in set(have) | set(want) if have.get(role) != want.get(role))
+    if not differing:
+        return _Changes([], [])
+    settable = {str(row[0]) for row in db.execute(SETTABLE_ROLES_SQL, (differing,)).fetchall()}
+    allowed: list[str] = []
+    blocked: list[str] = []
+    for role in differing:
+        target = f"ROLE {quote_name(role)} IN DATABASE {database}"
+        items = want.get(role, ())
+        if role in settable:
+            allowed += _settings_changes(target, items, needs_superuser, blocked)
+        else:
+            blocked += [f"ALTER {target} RESET ALL;"] + [_set_statement(target, i) for i in items]
+    return _Changes(allowed, blocked)
 
 
 def _grant_changes(
@@ -181,15 +249,16 @@ def _setting_name(item: str) -> str:
     return item.partition("=")[0]
 
 
-def _set_statement(database: str, item: str) -> str:
-    """``ALTER DATABASE … SET`` for one ``name=value`` of ``pg_db_role_setting``."""
+def _set_statement(target: str, item: str) -> str:
+    """``ALTER target SET`` (``DATABASE d``, ``ROLE r IN DATABASE d``) for one
+    ``name=value`` of ``pg_db_role_setting``."""
     name, _, value = item.partition("=")
     if name.lower() in LIST_SETTINGS:
         values = ", ".join(sql_literal(part) for part in split_list(value)) or "''"
     else:
         values = sql_literal(value)
     setting = ".".join(quote_name(part) for part in name.split("."))
-    return f"ALTER DATABASE {database} SET {setting} TO {values};"
+    return f"ALTER {target} SET {setting} TO {values};"
 
 
 def split_list(value: str) -> list[str]:

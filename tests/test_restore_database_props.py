@@ -31,6 +31,7 @@ GRANT CONNECT, CREATE ON DATABASE {{db}} TO plat_migrator;
 GRANT TEMPORARY ON DATABASE {{db}} TO plat_app WITH GRANT OPTION;
 ALTER DATABASE {{db}} SET search_path = app, "$user", public;
 ALTER DATABASE {{db}} SET statement_timeout = '5s';
+ALTER ROLE {platform_db.OWNER} IN DATABASE {{db}} SET lock_timeout = '3s';
 RESET ROLE;
 """
 
@@ -44,6 +45,7 @@ GRANT CREATE ON DATABASE {{db}} TO plat_reader;
 ALTER DATABASE {{db}} RESET search_path;
 ALTER DATABASE {{db}} SET statement_timeout = '1min';
 ALTER DATABASE {{db}} SET work_mem = '64MB';
+ALTER ROLE {platform_db.OWNER} IN DATABASE {{db}} RESET lock_timeout;
 RESET ROLE;
 """
 
@@ -55,15 +57,18 @@ WHERE r.rolname IN ('plat_owner', 'plat_migrator', 'plat_app', 'plat_reader', 'p
 ORDER BY 1, 2"""
 
 SETTINGS_SQL = """
-SELECT coalesce(s.setconfig, '{}') FROM pg_database d
-LEFT JOIN pg_db_role_setting s ON s.setdatabase = d.oid AND s.setrole = 0
-WHERE d.datname = current_database()"""
+SELECT coalesce(r.rolname, ''), s.setconfig FROM pg_database d
+JOIN pg_db_role_setting s ON s.setdatabase = d.oid
+LEFT JOIN pg_roles r ON r.oid = s.setrole
+WHERE d.datname = current_database() ORDER BY 1"""
 
 
 def database_state(server: Server, dbname: str) -> tuple[list[tuple[Any, ...]], list[str]]:
+    """Each role's database privileges, and every setting as ``role:name=value``
+    (role "" for the database's own)."""
     capabilities = server.execute(dbname, DATABASE_CAPABILITIES_SQL)
-    [(settings,)] = server.execute(dbname, SETTINGS_SQL)
-    return capabilities, sorted(settings)
+    rows = server.execute(dbname, SETTINGS_SQL)
+    return capabilities, sorted(f"{role}:{item}" for role, config in rows for item in config)
 
 
 @pytest.fixture
@@ -91,6 +96,7 @@ def test_a_restore_puts_back_the_databases_grants_and_settings(
             ["plat_reader", "CONNECT", False],
         ],
         "settings": ['search_path=app, "$user", public', "statement_timeout=5s"],
+        "role_settings": {"plat_owner": ["lock_timeout=3s"]},
     }
     before, before_db = platform_db.state(pg_server, dbname), database_state(pg_server, dbname)
     assert ("plat_reader", "CREATE", False) in before_db[0]
@@ -120,6 +126,7 @@ def test_into_a_new_database_the_grants_come_back_and_superuser_settings_are_nam
     A setting only a superuser may make is left out, with the statement to run."""
     dbname, url = locked_down
     pg_server.execute("postgres", f"ALTER DATABASE {dbname} SET log_min_duration_statement = 250")
+    pg_server.execute("postgres", f"ALTER ROLE plat_app IN DATABASE {dbname} SET work_mem = '8MB'")
     env = {"DATABASE_URL": url, "SNAPMGR_EXCLUDE_SCHEMAS": "platform_managed"}
     snapshot_id = cli.ok("snapshot", env=env).stdout.strip()
     before_db = database_state(pg_server, dbname)
@@ -132,13 +139,23 @@ def test_into_a_new_database_the_grants_come_back_and_superuser_settings_are_nam
         result = cli.ok("restore", snapshot_id, "--yes", "--target-url", target_url, env=env)
         warnings = [line for line in result.stderr.splitlines() if "superuser" in line]
         assert len(warnings) == 1, result.stderr
-        assert (
-            f'ALTER DATABASE "{target}" SET "log_min_duration_statement" TO \'250\';' in warnings[0]
-        )
+        for statement in (
+            f'ALTER DATABASE "{target}" SET "log_min_duration_statement" TO \'250\';',
+            f'ALTER ROLE "plat_app" IN DATABASE "{target}" RESET ALL;',
+            f'ALTER ROLE "plat_app" IN DATABASE "{target}" SET "work_mem" TO \'8MB\';',
+        ):
+            assert statement in warnings[0]
         capabilities, settings = database_state(pg_server, target)
         assert capabilities == before_db[0]
-        assert settings == ['search_path=app, "$user", public', "statement_timeout=5s"]
-        assert sorted(before_db[1]) == sorted([*settings, "log_min_duration_statement=250"])
+        # The owner's own settings came back; what needs a superuser did not.
+        assert settings == [
+            ':search_path=app, "$user", public',
+            ":statement_timeout=5s",
+            "plat_owner:lock_timeout=3s",
+        ]
+        assert before_db[1] == sorted(
+            [*settings, ":log_min_duration_statement=250", "plat_app:work_mem=8MB"]
+        )
     finally:
         pg_server.drop_db(target)
 
@@ -154,7 +171,11 @@ def test_no_privileges_leaves_the_databases_grants_alone(
     cli.ok("restore", "latest", "--yes", "--no-privileges", env=env)
     capabilities, settings = database_state(pg_server, dbname)
     assert capabilities == loosened[0]  # grants as the target had them
-    assert settings == ['search_path=app, "$user", public', "statement_timeout=5s"]
+    assert settings == [
+        ':search_path=app, "$user", public',
+        ":statement_timeout=5s",
+        "plat_owner:lock_timeout=3s",
+    ]
 
 
 def test_the_apps_own_timeouts_do_not_cut_snapmgrs_sessions_short(
