@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from snapmgr.dumpscan import read_quoted
 from snapmgr.partial_filter import quote_name
 from snapmgr.restore_filter import sql_literal
 
@@ -271,19 +272,10 @@ def split_list(value: str) -> list[str]:
             i += 1
         if i >= len(value):
             break
-        if value[i] == '"':
-            j, chars = i + 1, []
-            while j < len(value):
-                if value[j] == '"':
-                    if value.startswith('""', j):
-                        chars.append('"')
-                        j += 2
-                        continue
-                    break
-                chars.append(value[j])
-                j += 1
-            parts.append("".join(chars))
-            i = j + 1
+        quoted = read_quoted(value, i) if value[i] == '"' else None
+        if quoted is not None:
+            name, i = quoted
+            parts.append(name)
         else:
             j = value.find(",", i)
             j = len(value) if j < 0 else j

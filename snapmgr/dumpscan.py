@@ -89,6 +89,24 @@ def parse_qualified_name(text: str) -> str | None:
     return ".".join(parts) if parts is not None and len(parts) == 2 else None
 
 
+def read_quoted(text: str, start: int) -> tuple[str, int] | None:
+    """The double-quoted identifier that starts at ``text[start]`` (a doubled quote
+    inside stands for one) and the index after its closing quote, or ``None`` if it
+    is not closed."""
+    name: list[str] = []
+    j = start + 1
+    while j < len(text):
+        if text[j] == '"':
+            if text.startswith('""', j):
+                name.append('"')
+                j += 2
+                continue
+            return "".join(name), j + 1
+        name.append(text[j])
+        j += 1
+    return None
+
+
 def split_qualified_name(text: str) -> list[str] | None:
     """The unquoted parts of the dotted name at the start of ``text``
     (``schema.seq.column`` too), or ``None`` if it does not start with one."""
@@ -96,21 +114,11 @@ def split_qualified_name(text: str) -> list[str] | None:
     i = 0
     while True:
         if text.startswith('"', i):
-            j = i + 1
-            name = []
-            while j < len(text):
-                if text[j] == '"':
-                    if text.startswith('""', j):
-                        name.append('"')
-                        j += 2
-                        continue
-                    break
-                name.append(text[j])
-                j += 1
-            else:
+            quoted = read_quoted(text, i)
+            if quoted is None:
                 return None
-            parts.append("".join(name))
-            i = j + 1
+            name, i = quoted
+            parts.append(name)
         else:
             j = i
             while j < len(text) and text[j] not in NAME_STOPS:
