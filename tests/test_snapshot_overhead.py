@@ -1,0 +1,95 @@
+"""A snapshot's fixed costs stay small: one pre-flight connection, no pg_wrapper.
+
+On a small database the fixed costs are most of a snapshot's time: every
+database connection is a round of authentication, and Debian's ``pg_wrapper``
+(``/usr/bin/pg_dump`` is a perl script) starts perl before each run of the
+real ``/usr/lib/postgresql/N/bin/pg_dump`` it execs.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from snapmgr.config import load_config
+from snapmgr.manager import SnapshotManager
+from snapmgr.postgres import find_tool
+from tests.pgutil import Server
+
+SIDE_BY_SIDE = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"))
+needs_side_by_side = pytest.mark.skipif(
+    not SIDE_BY_SIDE, reason="no Debian-style /usr/lib/postgresql/N/bin/pg_dump here"
+)
+
+
+def _fake_wrapper(tmp_path: Path) -> tuple[Path, Path]:
+    """A PATH directory whose ``pg_dump`` links to a ``pg_wrapper`` that records being run."""
+    marker = tmp_path / "wrapper-ran"
+    common = tmp_path / "share" / "postgresql-common"
+    common.mkdir(parents=True)
+    wrapper = common / "pg_wrapper"
+    wrapper.write_text(f'#!/bin/sh\ntouch {marker}\necho "pg_dump (PostgreSQL) 99.0"\n')
+    wrapper.chmod(0o755)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pg_dump").symlink_to(wrapper)
+    return bin_dir, marker
+
+
+@needs_side_by_side
+def test_pg_wrapper_on_path_is_bypassed_for_the_real_binary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir, marker = _fake_wrapper(tmp_path)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    major = int(Path(SIDE_BY_SIDE[0]).parent.parent.name)
+
+    tool = find_tool("pg_dump", major)
+
+    assert tool.path == SIDE_BY_SIDE[0]
+    assert tool.major == major
+    assert not marker.exists(), "pg_wrapper was run"
+
+
+def test_a_program_on_path_that_is_not_the_wrapper_is_still_preferred(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = SIDE_BY_SIDE[-1] if SIDE_BY_SIDE else None
+    if real is None:
+        pytest.skip("no /usr/lib/postgresql/N/bin/pg_dump to link to")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pg_dump").write_text(f'#!/bin/sh\nexec {real} "$@"\n')
+    (bin_dir / "pg_dump").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    major = int(Path(real).parent.parent.name)
+
+    assert find_tool("pg_dump", major).path == str(bin_dir / "pg_dump")
+
+
+def test_snapshot_opens_one_connection_besides_the_deploy_lock(
+    pg_server: Server, pagila_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[str] = []
+    real_connect = psycopg.connect
+
+    def counting_connect(conninfo: str = "", **kwargs: Any) -> psycopg.Connection[Any]:
+        opened.append(str(kwargs.get("application_name") or conninfo))
+        return real_connect(conninfo, **kwargs)
+
+    monkeypatch.setattr(psycopg, "connect", counting_connect)
+    config = load_config({}, {"DATABASE_URL": pg_server.url(pagila_db)}, None)
+    with SnapshotManager(config, [str(tmp_path / "store")], quiet=True) as manager:
+        locked = manager.snapshot(label="conn")
+        unlocked = manager.snapshot(label="conn", wait_s=None)
+
+    assert locked.manifest.tables and unlocked.manifest.tables
+    assert locked.manifest.objects["relations"] > 0  # the survey ran on that connection
+    # With the deploy lock: its session plus one for pre-flight, survey and size
+    # estimate; without it, that one alone.
+    assert len(opened) == 3, opened
