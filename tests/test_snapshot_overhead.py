@@ -9,7 +9,10 @@ real ``/usr/lib/postgresql/N/bin/pg_dump`` it execs.
 from __future__ import annotations
 
 import glob
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ import pytest
 from snapmgr.config import load_config
 from snapmgr.manager import SnapshotManager
 from snapmgr.postgres import find_tool
+from tests.conftest import Cli
 from tests.pgutil import Server
 
 SIDE_BY_SIDE = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"))
@@ -93,3 +97,50 @@ def test_snapshot_opens_one_connection_besides_the_deploy_lock(
     # With the deploy lock: its session plus one for pre-flight, survey and size
     # estimate; without it, that one alone.
     assert len(opened) == 3, opened
+
+
+# Runs the real CLI's main() with ARGS after registering an atexit function and,
+# with THREAD, starting a non-daemon thread that finishes after the command.
+EXIT_PROBE = """
+import atexit, os, sys, threading, time
+from pathlib import Path
+
+marker = Path(os.environ["EXIT_PROBE_DIR"])
+atexit.register(lambda: (marker / "atexit").write_text("ran"))
+if os.environ.get("EXIT_PROBE_THREAD"):
+    def late():
+        time.sleep(0.5)
+        (marker / "thread").write_text("done")
+    threading.Thread(target=late).start()
+sys.argv = ["snapmgr", *sys.argv[1:]]
+from snapmgr.cli import main
+main()
+"""
+
+
+def _exit_probe(cli: Cli, tmp_path: Path, *args: str, thread: bool = False) -> Any:
+    env = {**cli.env, "EXIT_PROBE_DIR": str(tmp_path)}
+    if thread:
+        env["EXIT_PROBE_THREAD"] = "1"
+    return subprocess.run(
+        [sys.executable, "-c", EXIT_PROBE, *args],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_the_cli_exit_runs_atexit_and_flushes_piped_output(cli: Cli, tmp_path: Path) -> None:
+    result = _exit_probe(cli, tmp_path, "config", "--json")
+    assert result.returncode == 0, result.stderr
+    assert "compression" in json.loads(result.stdout)  # block-buffered on a pipe: flushed
+    assert (tmp_path / "atexit").read_text() == "ran"
+
+
+def test_the_cli_exit_keeps_the_exit_code_and_waits_for_running_threads(
+    cli: Cli, tmp_path: Path
+) -> None:
+    failed = _exit_probe(cli, tmp_path, "show", "nosuch_20250101_000000")
+    assert failed.returncode == 7, failed.stderr
+    assert "nosuch_20250101_000000" in failed.stderr
+    result = _exit_probe(cli, tmp_path, "config", "--json", thread=True)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "thread").read_text() == "done"
