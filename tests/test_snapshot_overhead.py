@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from snapmgr.backends import local
 from snapmgr.config import load_config
 from snapmgr.manager import SnapshotManager
 from snapmgr.postgres import find_tool
@@ -144,3 +145,26 @@ def test_the_cli_exit_keeps_the_exit_code_and_waits_for_running_threads(
     result = _exit_probe(cli, tmp_path, "config", "--json", thread=True)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "thread").read_text() == "done"
+
+
+def test_local_writer_starts_writeback_as_it_goes_and_commits_every_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[tuple[int, int]] = []
+    real = local._start_writeback
+
+    def recording(fd: int, offset: int, length: int) -> None:
+        started.append((offset, length))
+        real(fd, offset, length)
+
+    monkeypatch.setattr(local, "_start_writeback", recording)
+    piece = os.urandom(1 << 20)
+    writer = local.LocalBackend(str(tmp_path), {}).open_writer("x.sql.gz")
+    for _ in range(20):
+        writer.write(piece)
+    writer.commit()
+
+    step = local.WRITEBACK_STEP
+    assert started == [(0, step), (step, step)]  # 8 + 8 MiB handed on, 4 left for the fsync
+    assert (tmp_path / "x.sql.gz").read_bytes() == piece * 20
+    assert local._load_sync_file_range() is not None  # Linux: the real call was made
