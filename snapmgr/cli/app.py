@@ -20,7 +20,9 @@ import typer
 
 import snapmgr.cli
 from snapmgr import signals
-from snapmgr.cli import VERSION_LINE
+from snapmgr.cli import VERSION_LINE, params
+
+params.install()  # plain option values without importing pydantic
 
 app = typer.Typer(
     name="snapmgr",
