@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import secrets
 from collections.abc import Iterator, Mapping
@@ -46,6 +47,39 @@ def _storage_error(action: str, path: Path, exc: OSError) -> StorageError:
     return StorageError(f"cannot {action} {path}: {reason}; {hint}")
 
 
+#: Hand the kernel what was written every this many bytes (see :func:`_start_writeback`).
+WRITEBACK_STEP = 8 << 20
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing ``length`` bytes at ``offset`` to disk, without waiting (Linux).
+
+    The kernel otherwise leaves a freshly written dump in the page cache until
+    ``commit``'s fsync, which then writes all of it while the snapshot waits:
+    a third of a second per 150 MB. Started as the dump streams, that writing
+    overlaps the dump, and the fsync (still done, still the durability point)
+    has only the last few megabytes left. Elsewhere, or if the call fails, it
+    does nothing.
+    """
+    function = _load_sync_file_range()
+    if function is not None:
+        function(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
+@functools.cache
+def _load_sync_file_range() -> Any:
+    try:
+        import ctypes
+
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    function.restype = ctypes.c_int
+    return function
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -73,12 +107,18 @@ class LocalWriter(WriterBase):
         except OSError as exc:
             self._unlink(final)
             raise _storage_error("create", self._temp, exc) from exc
+        self._written = 0
+        self._flushed = 0  # where the last started writeback ended
 
     def _write(self, data: bytes) -> None:
         try:
             self._file.write(data)
         except OSError as exc:
             raise _storage_error("write", self._final, exc) from exc
+        self._written += len(data)
+        if self._written - self._flushed >= WRITEBACK_STEP:
+            _start_writeback(self._file.fileno(), self._flushed, self._written - self._flushed)
+            self._flushed = self._written
 
     def _commit(self) -> None:
         try:

@@ -19,7 +19,6 @@ from typing import Any
 from snapmgr.database_props import DatabaseProps, read_props
 from snapmgr.errors import DumpError
 from snapmgr.manifest import DumpContent
-from snapmgr.postgres import ConnInfo
 
 SYSTEM_SCHEMAS = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'"
 
@@ -169,8 +168,8 @@ def check_readable(db: Any, content: DumpContent) -> None:
     )
 
 
-def survey(conn: ConnInfo, content: DumpContent) -> Inventory:
-    """Check that pg_dump can read what it will dump, then read the inventory."""
-    with conn.connect() as db:
-        check_readable(db, content)
-        return read_inventory(db, content)
+def survey(db: Any, content: DumpContent) -> Inventory:
+    """Check that pg_dump can read what it will dump, then read the inventory, on
+    ``db`` (psycopg), the connection the snapshot's pre-flight check opened."""
+    check_readable(db, content)
+    return read_inventory(db, content)

@@ -195,21 +195,26 @@ class SnapshotManager:
 
     def _take_snapshot(self, label: str, tags: Mapping[str, str] | None) -> SnapshotResult:
         from snapmgr.inventory import survey
-        from snapmgr.postgres import check_dump_version, find_tool, preflight
+        from snapmgr.postgres import check_dump_version, database_size, find_tool, server_info
         from snapmgr.snapshot import SnapshotRequest, take_snapshot
 
         conn = self.connection()
         stores = self.stores  # a bad store URL is a usage error before any connection
-        server = preflight(conn)
-        pg_dump = find_tool("pg_dump", server.major, self.config.pg_bin_dir)
-        check_dump_version(pg_dump, server)
         content = self.dump_content()
+        # One connection for the pre-flight check, the survey and the size estimate.
+        with conn.connect() as db:
+            server = server_info(db)
+            pg_dump = find_tool("pg_dump", server.major, self.config.pg_bin_dir)
+            check_dump_version(pg_dump, server)
+            inventory = survey(db, content)
+            size_hint = database_size(db)
         request = SnapshotRequest(
             conn=conn,
             server=server,
             pg_dump=pg_dump,
             content=content,
-            inventory=survey(conn, content),
+            inventory=inventory,
+            size_hint=size_hint,
             label=label,
             compression=self.config.compression,
             level=self.config.compression_level,

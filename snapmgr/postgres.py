@@ -16,6 +16,7 @@ that never parse a database URL or connect do not pay for it.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     import psycopg
     from psycopg import sql
 
+log = logging.getLogger("snapmgr")
 CONNECT_TIMEOUT_S = 10
 #: libpq parameters whose values are secrets.
 SECRET_PARAMS = ("password", "sslpassword", "oauth_client_secret")
@@ -322,9 +324,27 @@ class ServerInfo:
 def preflight(conn: ConnInfo) -> ServerInfo:
     """Connect once with psycopg to fail fast (exit 3) before any dump starts."""
     with conn.connect() as db:
-        row = db.execute("SELECT current_setting('server_version'), current_database()").fetchone()
-        assert row is not None
-        return ServerInfo(db.info.server_version, str(row[0]), str(row[1]))
+        return server_info(db)
+
+
+def server_info(db: psycopg.Connection[Any]) -> ServerInfo:
+    """What :func:`preflight` learns, on a connection the caller goes on using."""
+    row = db.execute("SELECT current_setting('server_version'), current_database()").fetchone()
+    assert row is not None
+    return ServerInfo(db.info.server_version, str(row[0]), str(row[1]))
+
+
+def database_size(db: psycopg.Connection[Any]) -> int | None:
+    """The database's size on disk, which in practice bounds its compressed dump;
+    backends use it to plan upload part sizes. Best effort: ``None`` if unknown."""
+    import psycopg
+
+    try:
+        row = db.execute("SELECT pg_database_size(current_database())").fetchone()
+    except psycopg.Error as exc:
+        log.debug("cannot estimate the dump size: %s", exc)
+        return None
+    return int(row[0]) if row and row[0] is not None else None
 
 
 def row_counts(db: psycopg.Connection[Any]) -> dict[str, int]:
@@ -372,8 +392,13 @@ def find_tool(name: str, server_major: int, bin_dir: str | None = None) -> Tool:
         where = f"in pg_bin_dir {bin_dir}"
     else:
         on_path = shutil.which(name)
-        system = [on_path] if on_path else []
-        system += sorted(glob(f"/usr/lib/postgresql/*/bin/{name}"), key=_dir_major, reverse=True)
+        side_by_side = sorted(glob(f"/usr/lib/postgresql/*/bin/{name}"), key=_dir_major,
+                              reverse=True)  # fmt: skip
+        # Debian's pg_wrapper (a perl script) only execs one of those: asking them
+        # directly spares a perl start for --version and for every run.
+        wrapper = on_path is not None and _is_pg_wrapper(on_path) and bool(side_by_side)
+        system = [on_path] if on_path and not wrapper else []
+        system += side_by_side
         groups = [system, [str(path / name) for path in wheel_bin_dirs()]]
         where = "on PATH or in /usr/lib/postgresql"
     found: list[Tool] = []
@@ -429,6 +454,11 @@ def wheel_bin_dirs() -> list[Path]:
         for location in spec.submodule_search_locations
         if (Path(location) / "pginstall" / "bin").is_dir()
     ]
+
+
+def _is_pg_wrapper(path: str) -> bool:
+    """Whether ``path`` is (a link to) Debian's postgresql-common ``pg_wrapper``."""
+    return os.path.basename(os.path.realpath(path)) == "pg_wrapper"
 
 
 def _dir_major(path: str) -> int:

@@ -32,8 +32,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import psycopg
-
 from snapmgr import __version__
 from snapmgr.backends.base import Writer
 from snapmgr.catalog import Store, open_exclusive
@@ -104,6 +102,9 @@ class SnapshotRequest:
     inventory: Inventory | None = None
     #: age recipients (public keys) to encrypt to; empty: not encrypted.
     recipients: tuple[str, ...] = ()
+    #: The database's size on disk (:func:`snapmgr.postgres.database_size`), which
+    #: backends use to plan upload part sizes; ``None``: unknown.
+    size_hint: int | None = None
 
 
 @dataclass(frozen=True)
@@ -148,18 +149,6 @@ def _reserve(
         except IdTakenError:
             continue
     raise StorageError(f"could not find a free snapshot ID for {label} at {now:%H:%M:%S}")
-
-
-def _estimate_size(conn: ConnInfo) -> int | None:
-    """The database's size on disk, which in practice bounds its compressed dump;
-    backends use it to plan upload part sizes. Best effort: ``None`` if unknown."""
-    try:
-        with conn.connect() as db:
-            row = db.execute("SELECT pg_database_size(current_database())").fetchone()
-    except (psycopg.Error, SnapmgrError) as exc:
-        log.debug("cannot estimate the dump size: %s", exc)
-        return None
-    return int(row[0]) if row and row[0] is not None else None
 
 
 def _check_manifest_free(store: Store, snapshot_id: str) -> None:
@@ -322,8 +311,7 @@ def take_snapshot(
     """
     started = datetime.now(UTC)
     clock = time.monotonic()
-    size_hint = _estimate_size(request.conn)
-    snapshot_id, writers = _reserve(stores, request, started, size_hint)
+    snapshot_id, writers = _reserve(stores, request, started, request.size_hint)
     log.debug("reserved %s in %d store(s)", snapshot_id, len(stores))
     cancel = threading.Event()
     targets = [
