@@ -263,6 +263,7 @@ def sealed_pair(
     pg_server.drop_db(dbname)
 
 
+@pytest.mark.xdist_group("rekey_kill")  # one worker, one sealed_pair for the whole matrix
 @pytest.mark.parametrize(
     "point",
     ["writing", "written", "flipped-one", "flipped", "random-1", "random-2", "random-3"],

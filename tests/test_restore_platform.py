@@ -250,8 +250,12 @@ def cfg_extension() -> str:
     target = Path(sharedir) / "extension"
     if not os.access(target, os.W_OK):
         pytest.skip(f"{target} is not writable here (CI runs as root and can)")
-    (target / f"{CFG_EXTENSION}.control").write_text(CFG_CONTROL)
-    (target / f"{CFG_EXTENSION}--1.0.sql").write_text(CFG_SCRIPT)
+    for name, text in ((f"{CFG_EXTENSION}.control", CFG_CONTROL),
+                       (f"{CFG_EXTENSION}--1.0.sql", CFG_SCRIPT)):  # fmt: skip
+        # Written whole then renamed: another pytest worker's server may read it meanwhile.
+        partial = target / f".{name}.{os.getpid()}"
+        partial.write_text(text)
+        partial.replace(target / name)
     return CFG_EXTENSION
 
 
