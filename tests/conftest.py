@@ -1,4 +1,4 @@
-"""Shared fixtures: one private PostgreSQL cluster per test session, CLI runner, stores.
+"""Shared fixtures: a private PostgreSQL cluster per session (per xdist worker), CLI, stores.
 
 The cluster is started by :class:`snapmgr.cluster.TempCluster` (as the
 ``postgres`` user when we are root, on a private socket dir and port) and

@@ -13,10 +13,12 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -225,12 +227,35 @@ def _wait_for_scratch(server: Server, proc: subprocess.Popen[str]) -> None:
     raise AssertionError("the drill never created its scratch database")
 
 
+@pytest.fixture(scope="module")
+def big_snapshot(
+    pg_server: Server, big_template: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Cli]]:
+    """One snapshot of the big database for the interrupted drills (a drill long enough
+    to interrupt), taken once: (the source database's URL, the Cli that took it)."""
+    dbname = f"drill_big_{os.getpid()}"
+    pg_server.create_db(dbname, template=big_template)
+    maker = Cli(tmp_path_factory.mktemp("drill-big"))
+    maker.ok("snapshot", env={"DATABASE_URL": pg_server.url(dbname)})
+    yield pg_server.url(dbname), maker
+    pg_server.drop_db(dbname)
+
+
+def _with_big_snapshot(cli: Cli, big_snapshot: tuple[str, Cli]) -> str:
+    """A private copy of the big snapshot's store and pointer file for this test, as if
+    this test had taken it; the source's URL."""
+    url, maker = big_snapshot
+    shutil.copytree(maker.store, cli.store)
+    cli.pointer.write_text(maker.pointer.read_text().replace(str(maker.store), str(cli.store)))
+    return url
+
+
+@pytest.mark.xdist_group("drill_big")  # one worker, one big_snapshot
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_interrupted_drill_drops_its_scratch_database(
-    cli: Cli, pg_server: Server, big_db: str, sig: signal.Signals
+    cli: Cli, pg_server: Server, big_snapshot: tuple[str, Cli], sig: signal.Signals
 ) -> None:
-    url = pg_server.url(big_db)
-    cli.ok("snapshot", env={"DATABASE_URL": url})
+    url = _with_big_snapshot(cli, big_snapshot)
     proc = _drill_process(cli, url)
     _wait_for_scratch(pg_server, proc)
     proc.send_signal(sig)
@@ -239,11 +264,11 @@ def test_interrupted_drill_drops_its_scratch_database(
     assert scratch_databases(pg_server) == []
 
 
+@pytest.mark.xdist_group("drill_big")
 def test_killed_drill_leftover_is_dropped_by_the_next_drill(
-    cli: Cli, pg_server: Server, big_db: str
+    cli: Cli, pg_server: Server, big_snapshot: tuple[str, Cli]
 ) -> None:
-    url = pg_server.url(big_db)
-    cli.ok("snapshot", env={"DATABASE_URL": url})
+    url = _with_big_snapshot(cli, big_snapshot)
     proc = _drill_process(cli, url)
     _wait_for_scratch(pg_server, proc)
     os.kill(proc.pid, signal.SIGKILL)

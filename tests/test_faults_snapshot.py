@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -64,10 +66,27 @@ def partial_upload_started(cli: Cli) -> bool:
     )
 
 
+@pytest.fixture(scope="module")
+def big_baseline(
+    pg_server: Server, big_template: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Cli]]:
+    """One good snapshot of the big database, taken once per module: its ID and the Cli
+    (store and pointer file) that took it."""
+    dbname = f"faults_big_{os.getpid()}"
+    pg_server.create_db(dbname, template=big_template)
+    maker = Cli(tmp_path_factory.mktemp("faults-baseline"))
+    snapshot_id = maker.ok("snapshot", env={"DATABASE_URL": pg_server.url(dbname)}).stdout
+    yield snapshot_id.strip(), maker
+    pg_server.drop_db(dbname)
+
+
 @pytest.fixture
-def baseline(cli: Cli, pg_server: Server, big_db: str) -> tuple[str, str]:
-    """One good snapshot first, so we can check the pointer and list stay as they were."""
-    snapshot_id = cli.ok("snapshot", env={"DATABASE_URL": pg_server.url(big_db)}).stdout.strip()
+def baseline(cli: Cli, big_baseline: tuple[str, Cli]) -> tuple[str, str]:
+    """One good snapshot first, so we can check the pointer and list stay as they were:
+    a private copy of the module's baseline store and pointer file, as if just taken."""
+    snapshot_id, maker = big_baseline
+    shutil.copytree(maker.store, cli.store)
+    cli.pointer.write_text(maker.pointer.read_text().replace(str(maker.store), str(cli.store)))
     return snapshot_id, cli.pointer.read_text()
 
 
@@ -98,6 +117,7 @@ def assert_next_snapshot_and_prune_work(cli: Cli, url: str) -> None:
     cli.ok("verify", "--all")
 
 
+@pytest.mark.xdist_group("faults_big")  # one worker, one big_baseline
 def test_server_terminating_pg_dump_mid_copy_exits_4(
     cli: Cli, pg_server: Server, big_db: str, baseline: tuple[str, str]
 ) -> None:
@@ -123,6 +143,7 @@ def test_server_terminating_pg_dump_mid_copy_exits_4(
     assert_next_snapshot_and_prune_work(cli, pg_server.url(big_db))
 
 
+@pytest.mark.xdist_group("faults_big")  # one worker, one big_baseline
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_mid_upload_stops_pg_dump_and_discards(
     cli: Cli, pg_server: Server, big_db: str, baseline: tuple[str, str], signum: int
@@ -142,6 +163,7 @@ def test_signal_mid_upload_stops_pg_dump_and_discards(
     assert_next_snapshot_and_prune_work(cli, pg_server.url(big_db))
 
 
+@pytest.mark.xdist_group("faults_big")  # one worker, one big_baseline
 def test_sigkill_leaves_only_an_uncommitted_orphan(
     cli: Cli, pg_server: Server, big_db: str, baseline: tuple[str, str]
 ) -> None:

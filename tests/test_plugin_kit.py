@@ -18,6 +18,9 @@ from snapmgr.backends.testing import BackendConformance
 from tests.conftest import Cli
 from tests.pgutil import Server
 
+# One pytest worker builds the venv and runs all three (pytest-xdist, pyproject addopts).
+pytestmark = pytest.mark.xdist_group("plugin_venv")
+
 PIP = [sys.executable, "-m", "pip"]
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "dirstore"
 

@@ -7,10 +7,13 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -220,18 +223,60 @@ def kill_at(proc: subprocess.Popen[str], flag: Path | None, delay: float) -> Non
     proc.communicate()
 
 
+@dataclass(frozen=True)
+class SealedPair:
+    """Two snapshots encrypted to ``old``, each in a local store and an fsspec mirror."""
+
+    url: str
+    old: Key
+    ids: list[str]
+    store: Path
+    mirror: Path
+    pointer: str
+
+    def copy_into(self, cli: Cli, mirror: Path) -> None:
+        """A private copy of both stores (mtimes kept) and of the pointer file, so each
+        kill point starts from the same committed state and no test sees another's."""
+        shutil.copytree(self.store, cli.store)
+        shutil.copytree(self.mirror, mirror)
+        cli.pointer.write_text(self.pointer.replace(str(self.store), str(cli.store)))
+
+
+@pytest.fixture(scope="module")
+def sealed_pair(
+    pg_server: Server, pagila_template: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SealedPair]:
+    """Taken once for the kill matrix: every point rekeys the same two snapshots, and
+    taking them is not what these tests prove (the tests above take their own)."""
+    root = tmp_path_factory.mktemp("rekey-kill")
+    dbname = f"rekey_kill_{os.getpid()}"
+    pg_server.create_db(dbname, template=pagila_template)
+    maker = Cli(root)
+    maker.env["DATABASE_URL"] = pg_server.url(dbname)
+    key = Key(root / "old-key.txt")
+    mirror = root / "mirror"
+    store_args = ["--store", str(maker.store), "--store", f"fsspec+file://{mirror}"]
+    ids = [snapshot(maker, *store_args, "--label", f"s{n}", key=key) for n in range(2)]
+    yield SealedPair(
+        maker.env["DATABASE_URL"], key, ids, maker.store, mirror, maker.pointer.read_text()
+    )
+    pg_server.drop_db(dbname)
+
+
+@pytest.mark.xdist_group("rekey_kill")  # one worker, one sealed_pair for the whole matrix
 @pytest.mark.parametrize(
     "point",
     ["writing", "written", "flipped-one", "flipped", "random-1", "random-2", "random-3"],
 )
 def test_sigkill_at_any_moment_leaves_every_snapshot_readable(
-    cli: Cli, pg_server: Server, pagila_db: str, old: Key, new: Key, tmp_path: Path, point: str
+    cli: Cli, sealed_pair: SealedPair, new: Key, tmp_path: Path, point: str
 ) -> None:
-    cli.env["DATABASE_URL"] = pg_server.url(pagila_db)
+    cli.env["DATABASE_URL"] = sealed_pair.url
     mirror = tmp_path / "mirror"
+    sealed_pair.copy_into(cli, mirror)
+    old, ids = sealed_pair.old, sealed_pair.ids
     stores = [cli.store, mirror]
     store_args = ["--store", str(cli.store), "--store", f"fsspec+file://{mirror}"]
-    ids = [snapshot(cli, *store_args, "--label", f"s{n}", key=old) for n in range(2)]
     args = [
         *store_args, "--all", "--to-recipients", new.public, "--identity-file", str(old.path),
     ]  # fmt: skip

@@ -201,9 +201,12 @@ def test_lock_table_too_small_is_refused_before_any_change(
     locks than a server with a small lock table holds: refused, target unchanged."""
     pg_server.create_db(fresh_db_name)
     try:
-        with pg_server.connect(fresh_db_name) as db:
-            for i in range(1000):
-                db.execute(f"CREATE TABLE t{i} (id int PRIMARY KEY)")
+        for first in range(0, 1000, 100):  # 100 tables a transaction: few round trips
+            pg_server.execute(
+                fresh_db_name,
+                f"DO $$ BEGIN FOR i IN {first}..{first + 99} LOOP "
+                "EXECUTE format('CREATE TABLE t%s (id int PRIMARY KEY)', i); END LOOP; END $$",
+            )
         cli.ok("snapshot", env={"DATABASE_URL": pg_server.url(fresh_db_name)}, timeout=600)
     finally:
         pg_server.drop_db(fresh_db_name)
@@ -250,8 +253,12 @@ def cfg_extension() -> str:
     target = Path(sharedir) / "extension"
     if not os.access(target, os.W_OK):
         pytest.skip(f"{target} is not writable here (CI runs as root and can)")
-    (target / f"{CFG_EXTENSION}.control").write_text(CFG_CONTROL)
-    (target / f"{CFG_EXTENSION}--1.0.sql").write_text(CFG_SCRIPT)
+    for name, text in ((f"{CFG_EXTENSION}.control", CFG_CONTROL),
+                       (f"{CFG_EXTENSION}--1.0.sql", CFG_SCRIPT)):  # fmt: skip
+        # Written whole then renamed: another pytest worker's server may read it meanwhile.
+        partial = target / f".{name}.{os.getpid()}"
+        partial.write_text(text)
+        partial.replace(target / name)
     return CFG_EXTENSION
 
 

@@ -268,11 +268,14 @@ url = "ftp://backup:{STORE_SECRETS[1]}@127.0.0.1:1/snapshots"
 
 
 def test_the_argv_watch_would_see_a_password_on_a_command_line(tmp_path: Path) -> None:
-    """The scan is not blind: a child given the password in argv is caught."""
+    """The scan is not blind: a child given a password in argv is caught. Its own
+    password, shaped like PASSWORD: another test scanning /proc at the same time (the
+    other pytest worker, another run on this machine) must not see PASSWORD planted."""
+    canary = f"CANARY-{uuid.uuid4().hex[:12]}:/@#%?-{uuid.uuid4().hex[:8]}"
     with ArgvWatch() as watch:
-        subprocess.run([sys.executable, "-c", "import time; time.sleep(0.3)", PASSWORD],
+        subprocess.run([sys.executable, "-c", "import time; time.sleep(0.3)", canary],
                        check=True)  # fmt: skip
-    assert watch.children_with(PASSWORD)
+    assert watch.children_with(canary)
 
 
 SSL_SECRET = f"SSLKEY-PASSPHRASE-{uuid.uuid4().hex[:12]}"  # unique: other runs share /proc
