@@ -71,6 +71,11 @@ def database_state(server: Server, dbname: str) -> tuple[list[tuple[Any, ...]], 
     return capabilities, sorted(f"{role}:{item}" for role, config in rows for item in config)
 
 
+def owner_env(url: str) -> dict[str, str]:
+    """The owner snapshots and restores; the platform's own schema is left out."""
+    return {"DATABASE_URL": url, "SNAPMGR_EXCLUDE_SCHEMAS": "platform_managed"}
+
+
 @pytest.fixture
 def locked_down(pg_server: Server, fresh_db_name: str) -> Iterator[tuple[str, str]]:
     platform_db.create_roles(pg_server)
@@ -84,7 +89,7 @@ def test_a_restore_puts_back_the_databases_grants_and_settings(
     cli: Cli, pg_server: Server, locked_down: tuple[str, str]
 ) -> None:
     dbname, url = locked_down
-    env = {"DATABASE_URL": url, "SNAPMGR_EXCLUDE_SCHEMAS": "platform_managed"}
+    env = owner_env(url)
     snapshot_id = cli.ok("snapshot", env=env).stdout.strip()
     manifest = json.loads(cli.ok("show", snapshot_id, "--json", env=env).stdout)
     assert manifest["database_props"] == {
@@ -127,7 +132,7 @@ def test_into_a_new_database_the_grants_come_back_and_superuser_settings_are_nam
     dbname, url = locked_down
     pg_server.execute("postgres", f"ALTER DATABASE {dbname} SET log_min_duration_statement = 250")
     pg_server.execute("postgres", f"ALTER ROLE plat_app IN DATABASE {dbname} SET work_mem = '8MB'")
-    env = {"DATABASE_URL": url, "SNAPMGR_EXCLUDE_SCHEMAS": "platform_managed"}
+    env = owner_env(url)
     snapshot_id = cli.ok("snapshot", env=env).stdout.strip()
     before_db = database_state(pg_server, dbname)
     target = f"{dbname}_new"
@@ -164,7 +169,7 @@ def test_no_privileges_leaves_the_databases_grants_alone(
     cli: Cli, pg_server: Server, locked_down: tuple[str, str]
 ) -> None:
     dbname, url = locked_down
-    env = {"DATABASE_URL": url, "SNAPMGR_EXCLUDE_SCHEMAS": "platform_managed"}
+    env = owner_env(url)
     cli.ok("snapshot", env=env)
     pg_server.psql_file(dbname, LOOSEN.format(db=dbname))
     loosened = database_state(pg_server, dbname)
@@ -197,7 +202,7 @@ def test_the_apps_own_timeouts_do_not_cut_snapmgrs_sessions_short(
             db.execute("SET statement_timeout = '20ms'")
             with pytest.raises(Exception, match="statement timeout"):
                 db.execute("SELECT count(DISTINCT h) FROM public.wide")
-        env = {"DATABASE_URL": url, "SNAPMGR_EXCLUDE_SCHEMAS": "platform_managed"}
+        env = owner_env(url)
         snapshot_id = cli.ok("snapshot", env=env).stdout.strip()
         # The owner may not create databases: the platform gives it one to drill into.
         scratch = f"{dbname}_drill"
@@ -222,7 +227,7 @@ def test_a_drill_as_a_role_without_createdb_says_what_it_needs(
     cli: Cli, pg_server: Server, locked_down: tuple[str, str]
 ) -> None:
     _, url = locked_down
-    env = {"DATABASE_URL": url, "SNAPMGR_EXCLUDE_SCHEMAS": "platform_managed"}
+    env = owner_env(url)
     cli.ok("snapshot", env=env)
     result = cli("drill", env=env)
     assert result.returncode == 3, result.stderr
