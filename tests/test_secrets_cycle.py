@@ -306,7 +306,12 @@ class ChildWatch(ArgvWatch):
                         parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
                         if self.marker in Path(f"/proc/{parent}/environ").read_bytes():
                             self.argvs.append(argv)
-                            self._note_child(argv, (entry / "environ").read_bytes())
+                            environ = (entry / "environ").read_bytes()
+                            # A child that exited between the two reads shows an empty
+                            # environment (a zombie has no memory left to read): only a
+                            # child still running, with the same command line, counts.
+                            if (entry / "cmdline").read_bytes() == argv:
+                                self._note_child(argv, environ)
                 except OSError:
                     continue
 
