@@ -41,6 +41,7 @@ log = logging.getLogger("snapmgr")
 APP_NAME_PREFIX = "snapmgr deploy lock"
 DEFAULT_WAIT_S = 30 * 60.0
 MAX_WAIT_MS = 2**31 - 1  # lock_timeout's upper bound (about 24 days)
+LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a lock_timeout that ran out
 
 
 class DeployLockTimeout(SafetyRefusal):
@@ -125,7 +126,7 @@ def deploy_lock(conn: ConnInfo, label: str, wait_s: float) -> Iterator[DeployLoc
     clock = time.monotonic()
     # TCP keepalives: the session sits idle for the whole migration, and proxies
     # on the way drop connections that look dead.
-    db = conn.connect(application_name=application_name(), keepalives="1", keepalives_idle="30")
+    db = conn.session(application_name=application_name(), keepalives="1", keepalives_idle="30")
     held = False
     try:
         holder_since = _acquire(db, conn, label, wait_s)
@@ -140,7 +141,7 @@ def deploy_lock(conn: ConnInfo, label: str, wait_s: float) -> Iterator[DeployLoc
 
 def _acquire(db: Any, conn: ConnInfo, label: str, wait_s: float) -> datetime | None:
     """Take the lock; when another session held it, when that session began."""
-    import psycopg
+    from snapmgr import libpq
 
     key = lock_key(label)
     try:
@@ -160,27 +161,29 @@ def _acquire(db: Any, conn: ConnInfo, label: str, wait_s: float) -> datetime | N
         db.execute("SELECT set_config('lock_timeout', %s, false)", [f"{timeout_ms}ms"])
         try:
             db.execute("SELECT pg_advisory_lock(%s)", [key])
-        except psycopg.errors.LockNotAvailable:
+        except libpq.Error as exc:
+            if exc.sqlstate != LOCK_NOT_AVAILABLE:
+                raise
             raise DeployLockTimeout(
                 _timeout_message(conn, label, _holder(db, key)[0], wait_s)
             ) from None
         db.execute("SELECT set_config('lock_timeout', '0', false)")
         return holder_since
-    except psycopg.Error as exc:
+    except libpq.Error as exc:
         raise DatabaseError(
             f"cannot take the deploy lock on {conn.display()}: {_first_line(exc)}"
         ) from None
 
 
 def _release(db: Any, label: str, held: bool) -> None:
-    import psycopg
+    from snapmgr import libpq
 
     try:
         if held:
             row = db.execute("SELECT pg_advisory_unlock(%s)", [lock_key(label)]).fetchone()
             if not (row and row[0]):
-                raise psycopg.OperationalError("the lock was no longer held")
-    except psycopg.Error as exc:
+                raise libpq.Error("the lock was no longer held")
+    except libpq.Error as exc:
         log.warning(
             "the deploy lock of label %s was lost before the end (%s): its connection was "
             "ended, so another instance may have started meanwhile",

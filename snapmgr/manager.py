@@ -201,8 +201,8 @@ class SnapshotManager:
         conn = self.connection()
         stores = self.stores  # a bad store URL is a usage error before any connection
         content = self.dump_content()
-        # One connection for the pre-flight check, the survey and the size estimate.
-        with conn.connect() as db:
+        # One light session for the pre-flight check, the survey and the size estimate.
+        with conn.session() as db:
             server = server_info(db)
             pg_dump = find_tool("pg_dump", server.major, self.config.pg_bin_dir)
             check_dump_version(pg_dump, server)

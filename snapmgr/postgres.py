@@ -3,15 +3,19 @@
 Secret connection parameters (the password, ``sslpassword``...) are split off
 the connection string at parse time and never reach a child's argv (visible
 in ``/proc/PID/cmdline`` to every local user), a log line or an error
-message: psycopg gets them in-process; a pg_dump or psql child gets the
-password through ``PGPASSWORD`` and the others through a 0600 connection
-service file in a private directory (``PGSERVICEFILE`` + ``PGSERVICE``),
-removed when the child is done (:class:`ChildConnection`). Children inherit
-only what libpq and the tools need from our environment (:data:`CHILD_ENV`):
-not ``DATABASE_URL``, not the AWS keys. psycopg is used for the fast
-pre-flight check and for catalog queries; pg_dump and psql do the bulk work. psycopg is imported on
-first use (it takes longer to import than the rest of snapmgr), so commands
-that never parse a database URL or connect do not pay for it.
+message: libpq (psycopg, or :mod:`snapmgr.libpq`) gets them in-process; a
+pg_dump or psql child gets the password through ``PGPASSWORD`` and the others
+through a 0600 connection service file in a private directory
+(``PGSERVICEFILE`` + ``PGSERVICE``), removed when the child is done
+(:class:`ChildConnection`). Children inherit only what libpq and the tools
+need from our environment (:data:`CHILD_ENV`): not ``DATABASE_URL``, not the
+AWS keys. pg_dump and psql do the bulk work.
+
+URLs are parsed, and a snapshot's pre-flight check, catalog survey and deploy
+lock run, on libpq directly (:meth:`ConnInfo.session`): importing psycopg
+takes longer than the rest of snapmgr, a third of a small database's
+snapshot. Restores, drills and ``doctor`` use psycopg (:meth:`ConnInfo.connect`),
+imported on first use.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from snapmgr.redact import redact_url, scrub, url_secrets
 if TYPE_CHECKING:
     import psycopg
     from psycopg import sql
+
+    from snapmgr import libpq
 
 log = logging.getLogger("snapmgr")
 CONNECT_TIMEOUT_S = 10
@@ -108,12 +114,11 @@ class ConnInfo:
                 "no database given: set DATABASE_URL (postgresql://user:pass@host:5432/db) "
                 "or pass --database-url"
             )
-        import psycopg
-        from psycopg import conninfo as pg_conninfo
+        from snapmgr import libpq
 
         try:
-            params = pg_conninfo.conninfo_to_dict(url)
-        except psycopg.ProgrammingError as exc:
+            params = libpq.parse_conninfo(url)
+        except libpq.Error as exc:
             message = scrub(str(exc), [_password_in(url), *url_secrets(url)])
             raise UsageError(
                 f"{source} is not a valid PostgreSQL URL ({redact_url(url)}): {message}"
@@ -155,9 +160,9 @@ class ConnInfo:
 
     def conninfo(self, **overrides: str) -> str:
         """A libpq conninfo string without any secret parameter, safe for argv."""
-        from psycopg import conninfo as pg_conninfo
+        from snapmgr.libpq import make_conninfo
 
-        return pg_conninfo.make_conninfo(**{**self.params, **overrides})
+        return make_conninfo({**self.params, **overrides})
 
     def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """Environment for pg_dump/psql: only :data:`CHILD_ENV`, ``LC_*`` and ``PG*`` of
@@ -196,7 +201,28 @@ class ConnInfo:
         db.execute(NO_TIMEOUTS)
         return db
 
-    def _explain(self, exc: psycopg.OperationalError, dbname: str | None) -> str:
+    def session(self, **overrides: str) -> libpq.Connection:
+        """A light libpq session (:mod:`snapmgr.libpq`: no psycopg import) for catalog
+        queries and the deploy lock; errors as :meth:`connect` words them."""
+        from snapmgr import libpq
+
+        # As connect() passes them to psycopg: the timeout and the secrets win.
+        params = {**self.params, **overrides, **self.hidden, "client_encoding": "UTF8"}
+        params["connect_timeout"] = str(CONNECT_TIMEOUT_S)
+        if self.password is not None:
+            params["password"] = self.password
+        try:
+            db = libpq.Connection(libpq.make_conninfo(params), CONNECT_TIMEOUT_S)
+        except libpq.Error as exc:
+            raise DatabaseError(self._explain(exc, overrides.get("dbname"))) from None
+        try:
+            db.execute(f"{NO_TIMEOUTS}; SET DateStyle TO ISO")
+        except libpq.Error as exc:
+            db.close()
+            raise DatabaseError(f"cannot use {self.display()}: {exc}") from None
+        return db
+
+    def _explain(self, exc: Exception, dbname: str | None) -> str:
         text = scrub(str(exc).strip(), self.secrets())
         where = self.display() if dbname is None else f"{self.user}@{self.host}/{dbname}"
         lines = text.splitlines() or ["unknown error"]
@@ -322,26 +348,26 @@ class ServerInfo:
 
 
 def preflight(conn: ConnInfo) -> ServerInfo:
-    """Connect once with psycopg to fail fast (exit 3) before any dump starts."""
+    """Connect once to fail fast (exit 3) before a restore or a check starts."""
     with conn.connect() as db:
         return server_info(db)
 
 
-def server_info(db: psycopg.Connection[Any]) -> ServerInfo:
+def server_info(db: psycopg.Connection[Any] | libpq.Connection) -> ServerInfo:
     """What :func:`preflight` learns, on a connection the caller goes on using."""
     row = db.execute("SELECT current_setting('server_version'), current_database()").fetchone()
     assert row is not None
     return ServerInfo(db.info.server_version, str(row[0]), str(row[1]))
 
 
-def database_size(db: psycopg.Connection[Any]) -> int | None:
+def database_size(db: libpq.Connection) -> int | None:
     """The database's size on disk, which in practice bounds its compressed dump;
     backends use it to plan upload part sizes. Best effort: ``None`` if unknown."""
-    import psycopg
+    from snapmgr import libpq
 
     try:
         row = db.execute("SELECT pg_database_size(current_database())").fetchone()
-    except psycopg.Error as exc:
+    except libpq.Error as exc:
         log.debug("cannot estimate the dump size: %s", exc)
         return None
     return int(row[0]) if row and row[0] is not None else None
