@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from snapmgr import libpq
 from snapmgr.backends import local
 from snapmgr.config import load_config
 from snapmgr.manager import SnapshotManager
@@ -81,13 +82,17 @@ def test_snapshot_opens_one_connection_besides_the_deploy_lock(
     pg_server: Server, pagila_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     opened: list[str] = []
-    real_connect = psycopg.connect
+    real_init = libpq.Connection.__init__
 
-    def counting_connect(conninfo: str = "", **kwargs: Any) -> psycopg.Connection[Any]:
-        opened.append(str(kwargs.get("application_name") or conninfo))
-        return real_connect(conninfo, **kwargs)
+    def counting_init(self: libpq.Connection, conninfo: str, timeout_s: float) -> None:
+        opened.append(libpq.parse_conninfo(conninfo).get("application_name", "?"))
+        real_init(self, conninfo, timeout_s)
 
-    monkeypatch.setattr(psycopg, "connect", counting_connect)
+    def no_psycopg(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a snapshot connected through psycopg")
+
+    monkeypatch.setattr(libpq.Connection, "__init__", counting_init)
+    monkeypatch.setattr(psycopg, "connect", no_psycopg)
     config = load_config({}, {"DATABASE_URL": pg_server.url(pagila_db)}, None)
     with SnapshotManager(config, [str(tmp_path / "store")], quiet=True) as manager:
         locked = manager.snapshot(label="conn")
@@ -98,6 +103,7 @@ def test_snapshot_opens_one_connection_besides_the_deploy_lock(
     # With the deploy lock: its session plus one for pre-flight, survey and size
     # estimate; without it, that one alone.
     assert len(opened) == 3, opened
+    assert opened[0].startswith("snapmgr deploy lock ") and opened[1:] == ["?", "?"]
 
 
 # Runs the real CLI's main() with ARGS after registering an atexit function and,
