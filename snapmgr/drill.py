@@ -27,14 +27,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from psycopg import sql
-
 from snapmgr.catalog import Entry
 from snapmgr.drill_record import DrillRecord
 from snapmgr.encryption import Keyring
 from snapmgr.errors import RestoreError, SnapmgrError, VerificationError
 from snapmgr.fingerprint import large_object_fingerprint, prepare_session, table_fingerprint
 from snapmgr.manifest import Manifest
+from snapmgr.partial_filter import quote_name
 from snapmgr.postgres import ConnInfo
 from snapmgr.progress import Progress
 from snapmgr.restore import RestoreOptions, drop_created_database, maintenance, restore_entry
@@ -86,9 +85,7 @@ def drop_stale_scratch(conn: ConnInfo, now: float | None = None) -> list[str]:
         for (name,) in admin.execute(STALE_SQL).fetchall():
             if not _is_stale(str(name), limit):
                 continue
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+            admin.execute(f"DROP DATABASE IF EXISTS {quote_name(str(name))} WITH (FORCE)")
             dropped.append(str(name))
     for name in dropped:
         log.warning("dropped %s, left behind by a drill that was killed", name)

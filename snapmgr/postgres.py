@@ -349,7 +349,7 @@ class ServerInfo:
 
 def preflight(conn: ConnInfo) -> ServerInfo:
     """Connect once to fail fast (exit 3) before a restore or a check starts."""
-    with conn.connect() as db:
+    with conn.session() as db:
         return server_info(db)
 
 

@@ -32,11 +32,8 @@ import secrets
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
 
-import psycopg
-from psycopg import sql
-
+from snapmgr import libpq
 from snapmgr.catalog import Entry, Store
 from snapmgr.dumpscan import LineFilter
 from snapmgr.encryption import Keyring, WrongKeyError
@@ -75,6 +72,7 @@ log = logging.getLogger("snapmgr")
 
 IN_DOUBT_WAIT_S = 30.0
 MAINTENANCE_DATABASES = ("postgres", "template1")
+INSUFFICIENT_PRIVILEGE = "42501"  # SQLSTATE
 _OTHER = " (restore another snapshot or copy: see `snapmgr list`)"
 # A table's COPY column list (generated columns left out, as pg_dump does), hex-encoded
 # so that any column name travels on one line.
@@ -155,7 +153,7 @@ def restore_entry(
 
 def _plan(manifest: Manifest, options: RestoreOptions) -> RestorePlan:
     """Read the target and decide how to restore, before its transaction starts."""
-    with options.conn.connect() as db:
+    with options.conn.session() as db:
         plan = plan_restore(
             db,
             manifest,
@@ -435,7 +433,7 @@ class _Attempt:
         xid = int(xact.split()[0])
         deadline = time.monotonic() + IN_DOUBT_WAIT_S
         try:
-            with self.options.conn.connect() as db:
+            with self.options.conn.session() as db:
                 while True:
                     row = db.execute("SELECT txid_status(%s)", (xid,)).fetchone()
                     status = row[0] if row else None
@@ -504,7 +502,7 @@ def _refuse_source(manifest: Manifest, options: RestoreOptions) -> None:
         return
     assert options.selection is not None
     names = sorted(options.selection.restored_tables(manifest.tables))
-    with conn.connect() as db:
+    with conn.session() as db:
         present = [
             name
             for name in names
@@ -562,12 +560,12 @@ def _check_target(conn: ConnInfo, create: bool) -> ServerInfo:
         raise
 
 
-def maintenance(conn: ConnInfo) -> psycopg.Connection[Any]:
-    """A connection to the same server's maintenance database, for CREATE/DROP DATABASE."""
+def maintenance(conn: ConnInfo) -> libpq.Connection:
+    """A session on the same server's maintenance database, for CREATE/DROP DATABASE."""
     last: DatabaseError | None = None
     for name in MAINTENANCE_DATABASES:
         try:
-            return conn.connect(dbname=name)
+            return conn.session(dbname=name)
         except DatabaseError as exc:
             last = exc
     assert last is not None
@@ -583,11 +581,11 @@ def _create_database(conn: ConnInfo) -> bool:
         if exists:
             return False
         try:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(conn.dbname)))
-        except psycopg.Error as exc:
+            admin.execute(f"CREATE DATABASE {quote_name(conn.dbname)}")
+        except libpq.Error as exc:
             reason = str(exc).strip().splitlines()[0]
             hint = ""
-            if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            if exc.sqlstate == INSUFFICIENT_PRIVILEGE:
                 hint = f" ({conn.user} needs CREATEDB; or name a database that exists)"
             raise DatabaseError(
                 f"cannot create database {conn.dbname} on {conn.host}: {reason}{hint}"
@@ -599,9 +597,7 @@ def _create_database(conn: ConnInfo) -> bool:
 def drop_created_database(conn: ConnInfo) -> None:
     """Undo ``--create`` after a failed restore, so the server is as it was (saying
     so only when there was a database to drop)."""
-    statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-        sql.Identifier(conn.dbname)
-    )
+    statement = f"DROP DATABASE IF EXISTS {quote_name(conn.dbname)} WITH (FORCE)"
     try:
         with maintenance(conn) as admin:
             exists = admin.execute(
@@ -611,5 +607,5 @@ def drop_created_database(conn: ConnInfo) -> None:
                 return
             admin.execute(statement)
         log.info("dropped database %s, which this restore had created", conn.display())
-    except (DatabaseError, psycopg.Error) as exc:
+    except (DatabaseError, libpq.Error) as exc:
         log.warning("could not drop database %s created for the restore: %s", conn.dbname, exc)

@@ -2,13 +2,15 @@
 
 typer (0.2x) coerces every option value through a pydantic ``TypeAdapter``
 that it builds, per parameter, the first time the parameter is parsed. For
-snapmgr's options (strings, lists of strings, integers, flags) that is the
-identity, ``list()`` or ``int()``; but it imports pydantic and builds a schema
-per option, about 0.2 s of CPU, a quarter of a small snapshot's time.
+snapmgr's options (strings, lists of strings, integers, decimal numbers, flags)
+that is the identity, ``list()``, ``int()`` or ``float()``; but it imports
+pydantic and builds a schema per option, about 0.2 s of CPU, a quarter of a
+small snapshot's time.
 
 :func:`install` gives typer's parameters a coercer that handles exactly those
 plain cases: a ``str`` or ``bool`` that is one, a ``list[str]`` of strings, an
-``int`` that is an int or a plain decimal numeral, none of them with a custom
+``int`` that is an int or a plain decimal numeral, a ``float`` that is a float,
+an int or a plain decimal number (``30``, ``2.5``), none of them with a custom
 parser, a click type or bounds. Anything else (another annotation, a value of
 another shape, which may well be an error) goes to typer's own coercion,
 built only then, so every result and every error message stays typer's.
@@ -28,6 +30,7 @@ from typing import Any
 #: typer (major, minor) versions whose internals this was checked against.
 CHECKED_TYPER = ((0, 29),)
 _NUMERAL = re.compile(r"-?(?:0|[1-9][0-9]{0,17})")  # ASCII, no sign games, fits int64
+_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]{0,14})(?:\.[0-9]{1,15})?")  # exact enough for float
 _MISS = object()
 
 
@@ -59,6 +62,14 @@ class PlainCoercion:
             if type(value) is str and _NUMERAL.fullmatch(value):
                 return int(value)
             return _MISS
+        if self.kind is float:
+            if type(value) is float:
+                return value
+            if type(value) is int:
+                return float(value)
+            if type(value) is str and _DECIMAL.fullmatch(value):
+                return float(value)
+            return _MISS
         if self.kind is list:
             if type(value) in (list, tuple) and all(type(item) is str for item in value):
                 return list(value)
@@ -67,8 +78,8 @@ class PlainCoercion:
 
 
 def plain_kind(descriptor: Any) -> type | None:
-    """``str``, ``bool``, ``int`` or ``list`` (of str) when a parameter is that plain,
-    else ``None``."""
+    """``str``, ``bool``, ``int``, ``float`` or ``list`` (of str) when a parameter is
+    that plain, else ``None``."""
     info = descriptor.parameter_info
     if descriptor.file_annotation is not None or getattr(info, "parser", None) is not None:
         return None
@@ -79,8 +90,8 @@ def plain_kind(descriptor: Any) -> type | None:
         return annotation  # type: ignore[no-any-return]
     if annotation == list[str]:
         return list
-    if annotation is int and info.min is None and info.max is None and not info.clamp:
-        return int
+    if annotation in (int, float) and info.min is None and info.max is None and not info.clamp:
+        return annotation  # type: ignore[no-any-return]
     return None
 
 
