@@ -107,7 +107,7 @@ class DatabaseProps:
 
 
 def read_props(db: Any) -> DatabaseProps:
-    """The current database's grants and settings, with ``db`` (a psycopg connection)."""
+    """The current database's grants and settings, with ``db`` (a session: libpq's or psycopg's)."""
     grants = tuple(
         (str(grantee), str(privilege), bool(grantable))
         for grantee, privilege, grantable in db.execute(GRANTS_SQL).fetchall()

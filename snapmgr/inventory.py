@@ -118,7 +118,7 @@ class Inventory:
 
 
 def read_inventory(db: Any, content: DumpContent) -> Inventory:
-    """Read the inventory with ``db`` (a psycopg connection)."""
+    """Read the inventory with ``db`` (a session: libpq's or psycopg's)."""
     params = {"excluded": list(content.exclude_schemas)}
     roles: dict[str, list[str]] = {}
     for use, name in db.execute(ROLES_SQL, params).fetchall():
@@ -170,6 +170,6 @@ def check_readable(db: Any, content: DumpContent) -> None:
 
 def survey(db: Any, content: DumpContent) -> Inventory:
     """Check that pg_dump can read what it will dump, then read the inventory, on
-    ``db`` (psycopg), the connection the snapshot's pre-flight check opened."""
+    ``db``, the session the snapshot's pre-flight check opened."""
     check_readable(db, content)
     return read_inventory(db, content)

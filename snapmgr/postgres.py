@@ -14,8 +14,9 @@ AWS keys. pg_dump and psql do the bulk work.
 URLs are parsed, and a snapshot's pre-flight check, catalog survey and deploy
 lock run, on libpq directly (:meth:`ConnInfo.session`): importing psycopg
 takes longer than the rest of snapmgr, a third of a small database's
-snapshot. Restores, drills and ``doctor`` use psycopg (:meth:`ConnInfo.connect`),
-imported on first use.
+snapshot. So do a restore's checks and plan (the restore itself runs in psql).
+psycopg (:meth:`ConnInfo.connect`, imported on first use) reads a drill's
+table content for its fingerprints and serves ``doctor`` and the demo.
 """
 
 from __future__ import annotations

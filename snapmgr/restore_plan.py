@@ -181,7 +181,7 @@ def plan_restore(
     no_privileges: bool = False,
     whole: bool = True,
 ) -> RestorePlan:
-    """Read the target with ``db`` (a psycopg connection as the restoring role) and
+    """Read the target with ``db`` (a session as the restoring role) and
     decide; raise ``RestoreError`` listing every problem if it cannot work.
     ``whole``: a full restore, which also puts back the database's own grants
     and settings (a partial one adds tables and leaves the database as it is)."""
