@@ -1,9 +1,10 @@
-"""The database's own grants and settings: recorded by a snapshot, put back by a restore.
+"""The database's own grants, settings and comment: recorded by a snapshot, put back by a restore.
 
 A plain ``pg_dump`` leaves out what belongs to the database object itself
 (it writes it only with ``--create``): who may ``CONNECT``, ``CREATE``
-schemas or make ``TEMPORARY`` tables, and the ``ALTER DATABASE … SET``
-settings (``search_path``, ``statement_timeout``…). A restore into a new
+schemas or make ``TEMPORARY`` tables, the ``ALTER DATABASE … SET``
+settings (``search_path``, ``statement_timeout``…) and ``COMMENT ON
+DATABASE``. A restore into a new
 database (``--create``) would then let every role connect and give a
 migrator no right to create schemas; a restore after a migration that
 changed them would keep the migration's. So a snapshot records them, and a
@@ -62,6 +63,10 @@ SELECT pg_catalog.current_database(), pg_catalog.pg_get_userbyid(d.datdba),
        pg_catalog.current_setting('is_superuser') = 'on'
 FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()"""
 
+COMMENT_SQL = """
+SELECT pg_catalog.shobj_description(d.oid, 'pg_database')
+FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()"""
+
 SUPERUSER_SETTINGS_SQL = """
 SELECT pg_catalog.lower(name) FROM pg_catalog.pg_settings
 WHERE context = 'superuser' AND pg_catalog.lower(name) = ANY(%s)"""
@@ -77,18 +82,25 @@ Grant = tuple[str, str, bool]
 @dataclass(frozen=True)
 class DatabaseProps:
     """Grants on the database (``(grantee | "PUBLIC", privilege, grantable)``, the
-    owner's left out), its ``name=value`` settings and each role's in it."""
+    owner's left out), its ``name=value`` settings, each role's in it, and its
+    comment. ``comment_known`` is false for a snapshot made before comments were
+    recorded: a restore of it leaves the target's comment as it is."""
 
     grants: tuple[Grant, ...] = ()
     settings: tuple[str, ...] = ()
     role_settings: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    comment: str | None = None
+    comment_known: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "grants": [list(grant) for grant in self.grants],
             "settings": list(self.settings),
             "role_settings": {role: list(items) for role, items in self.role_settings},
         }
+        if self.comment_known:
+            data["comment"] = self.comment
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DatabaseProps:
@@ -103,6 +115,8 @@ class DatabaseProps:
             role_settings=tuple(
                 sorted((str(role), tuple(str(s) for s in items)) for role, items in roles.items())
             ),
+            comment=None if data.get("comment") is None else str(data["comment"]),
+            comment_known="comment" in data,
         )
 
 
@@ -116,10 +130,13 @@ def read_props(db: Any) -> DatabaseProps:
         str(role): tuple(sorted(str(item) for item in config or ()))
         for role, config in db.execute(SETTINGS_SQL).fetchall()
     }
+    row = db.execute(COMMENT_SQL).fetchone()
     return DatabaseProps(
         grants=tuple(sorted(grants)),
         settings=by_role.pop("", ()),
         role_settings=tuple(sorted((role, items) for role, items in by_role.items() if items)),
+        comment=None if not row or row[0] is None else str(row[0]),
+        comment_known=True,
     )
 
 
@@ -158,14 +175,17 @@ def plan_props(db: Any, wanted: DatabaseProps, *, apply_grants: bool) -> PropsPl
         statements += _settings_changes(target, wanted.settings, needs_superuser, blocked)
     role_statements = _role_settings_changes(db, database, current, wanted, needs_superuser)
     statements += role_statements.allowed
+    if wanted.comment_known and current.comment != wanted.comment:
+        text = "NULL" if wanted.comment is None else sql_literal(wanted.comment)
+        statements.append(f"COMMENT ON DATABASE {database} IS {text};")
     blocked += role_statements.blocked
     if not statements and not blocked:
         return PropsPlan("", "")
     if statements and not may_alter:
         return PropsPlan(
             "",
-            f"the grants and settings of database {name} differ from the snapshot's and this "
-            f"role does not own it; as its owner run: {' '.join(statements)}",
+            f"the grants, settings or comment of database {name} differ from the snapshot's "
+            f"and this role does not own it; as its owner run: {' '.join(statements)}",
         )
     left = ""
     if blocked:

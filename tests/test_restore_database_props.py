@@ -18,10 +18,14 @@ from typing import Any
 
 import pytest
 
-from snapmgr.database_props import split_list
+from snapmgr.database_props import DatabaseProps, plan_props, read_props, split_list
+from snapmgr.postgres import ConnInfo
 from tests import platform_db
 from tests.conftest import Cli
 from tests.pgutil import Server
+
+COMMENT = "Shop (prod): the owner's notes; \\ and ''quotes''"
+COMMENT_SQL = "'" + COMMENT.replace("'", "''") + "'"
 
 LOCK_DOWN = f"""
 SET ROLE {platform_db.OWNER};
@@ -32,6 +36,7 @@ GRANT TEMPORARY ON DATABASE {{db}} TO plat_app WITH GRANT OPTION;
 ALTER DATABASE {{db}} SET search_path = app, "$user", public;
 ALTER DATABASE {{db}} SET statement_timeout = '5s';
 ALTER ROLE {platform_db.OWNER} IN DATABASE {{db}} SET lock_timeout = '3s';
+COMMENT ON DATABASE {{db}} IS {COMMENT_SQL};
 RESET ROLE;
 """
 
@@ -46,6 +51,7 @@ ALTER DATABASE {{db}} RESET search_path;
 ALTER DATABASE {{db}} SET statement_timeout = '1min';
 ALTER DATABASE {{db}} SET work_mem = '64MB';
 ALTER ROLE {platform_db.OWNER} IN DATABASE {{db}} RESET lock_timeout;
+COMMENT ON DATABASE {{db}} IS 'migrated';
 RESET ROLE;
 """
 
@@ -69,6 +75,14 @@ def database_state(server: Server, dbname: str) -> tuple[list[tuple[Any, ...]], 
     capabilities = server.execute(dbname, DATABASE_CAPABILITIES_SQL)
     rows = server.execute(dbname, SETTINGS_SQL)
     return capabilities, sorted(f"{role}:{item}" for role, config in rows for item in config)
+
+
+def comment_of(server: Server, dbname: str) -> str | None:
+    rows = server.execute(
+        "postgres",
+        f"SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '{dbname}'",
+    )
+    return None if rows[0][0] is None else str(rows[0][0])
 
 
 def owner_env(url: str) -> dict[str, str]:
@@ -102,6 +116,7 @@ def test_a_restore_puts_back_the_databases_grants_and_settings(
         ],
         "settings": ['search_path=app, "$user", public', "statement_timeout=5s"],
         "role_settings": {"plat_owner": ["lock_timeout=3s"]},
+        "comment": COMMENT,
     }
     before, before_db = platform_db.state(pg_server, dbname), database_state(pg_server, dbname)
     assert ("plat_reader", "CREATE", False) in before_db[0]
@@ -109,8 +124,10 @@ def test_a_restore_puts_back_the_databases_grants_and_settings(
     pg_server.psql_file(dbname, platform_db.BAD_MIGRATION + LOOSEN.format(db=dbname))
     assert database_state(pg_server, dbname) != before_db
 
+    assert comment_of(pg_server, dbname) == "migrated"
     cli.ok("restore", "latest", "--yes", env=env)
     assert database_state(pg_server, dbname) == before_db
+    assert comment_of(pg_server, dbname) == COMMENT
     after = platform_db.state(pg_server, dbname)
     assert (after.schema, after.capabilities, after.visible_rows) == (
         before.schema,
@@ -152,6 +169,7 @@ def test_into_a_new_database_the_grants_come_back_and_superuser_settings_are_nam
             assert statement in warnings[0]
         capabilities, settings = database_state(pg_server, target)
         assert capabilities == before_db[0]
+        assert comment_of(pg_server, target) == COMMENT  # pg_dump leaves it out
         # The owner's own settings came back; what needs a superuser did not.
         assert settings == [
             ':search_path=app, "$user", public',
@@ -176,6 +194,7 @@ def test_no_privileges_leaves_the_databases_grants_alone(
     cli.ok("restore", "latest", "--yes", "--no-privileges", env=env)
     capabilities, settings = database_state(pg_server, dbname)
     assert capabilities == loosened[0]  # grants as the target had them
+    assert comment_of(pg_server, dbname) == COMMENT  # a comment is no privilege
     assert settings == [
         ':search_path=app, "$user", public',
         ":statement_timeout=5s",
@@ -249,3 +268,21 @@ def test_a_drill_as_a_role_without_createdb_says_what_it_needs(
 )
 def test_a_list_setting_is_read_back_into_its_names(printed: str, names: list[str]) -> None:
     assert split_list(printed) == names
+
+
+def test_a_snapshot_from_before_comments_were_recorded_leaves_the_comment_alone(
+    pg_server: Server, locked_down: tuple[str, str]
+) -> None:
+    """Its manifest has no "comment": a restore must not take the comment away."""
+    dbname, url = locked_down
+    with ConnInfo.parse(url).session() as db:
+        recorded = read_props(db)
+        assert (recorded.comment, recorded.comment_known) == (COMMENT, True)
+        old = recorded.to_dict()
+        del old["comment"]
+        pg_server.psql_file(dbname, LOOSEN.format(db=dbname))
+        kept = plan_props(db, DatabaseProps.from_dict(old), apply_grants=True)
+        assert "COMMENT" not in kept.sql and "ALTER DATABASE" in kept.sql
+        put_back = plan_props(db, recorded, apply_grants=True)
+    expected = f'COMMENT ON DATABASE "{dbname}" IS {COMMENT_SQL};'
+    assert expected in put_back.sql.splitlines()
