@@ -118,6 +118,8 @@ def test_a_restore_puts_back_the_databases_grants_and_settings(
         "role_settings": {"plat_owner": ["lock_timeout=3s"]},
         "comment": COMMENT,
     }
+    shown = cli.ok("show", snapshot_id, env=env).stdout.splitlines()
+    assert "db object   5 grant(s), 2 setting(s), settings for 1 role(s), a comment" in shown
     before, before_db = platform_db.state(pg_server, dbname), database_state(pg_server, dbname)
     assert ("plat_reader", "CREATE", False) in before_db[0]
 

@@ -53,6 +53,12 @@ def test_a_partitioned_table_comes_back_with_every_partition_and_row(
 ) -> None:
     env = {"DATABASE_URL": pg_server.url(events_db)}
     snapshot_id = cli.ok("snapshot", env=env).stdout.strip()
+    shown = cli.ok("show", snapshot_id, env=env).stdout.splitlines()
+    # 701 days from 2024-01-01: 366 in 2024 (122 of kind a), 335 in 2025.
+    assert "  archive.events_2024_other: 244 (partition of public.events_2024)" in shown
+    assert "  public.events_2024_a: 122 (partition of public.events_2024)" in shown
+    assert "  public.events_2025: 335 (partition of public.events)" in shown
+    assert "  public.other: 5" in shown
     target = f"{fresh_db_name}_target"
     try:
         result = cli.ok(

@@ -233,13 +233,30 @@ def show(ctx: Ctx, snapshot_id: Annotated[str, typer.Argument(metavar="ID|latest
                      + ("yes" if m.content.privileges else "no")
                      + "".join(f", excluded {n}" for n in (*m.content.exclude_schemas,
                                                            *m.content.exclude_tables)))),
+        ("db object", database_props_text(m.database_props)),
         ("last drill", drill_text(drill)),
     ]  # fmt: skip
     for key, value in lines:
         print(f"{key:<11} {value}")
     for name, rows in m.tables.items():
-        print(f"  {name}: {rows:,}")
+        parent = m.partitions.get(name)
+        print(f"  {name}: {rows:,}" + (f" (partition of {parent})" if parent else ""))
     return 0
+
+
+def database_props_text(props: dict[str, Any]) -> str:
+    """The database object's recorded grants, settings and comment, counted."""
+    if not props:
+        return "not recorded (a snapshot from before they were)"
+    roles = props.get("role_settings") or {}
+    parts = [
+        f"{len(props.get('grants') or ())} grant(s)",
+        f"{len(props.get('settings') or ())} setting(s)",
+        f"settings for {len(roles)} role(s)",
+    ]
+    if "comment" in props:
+        parts.append("a comment" if props["comment"] is not None else "no comment")
+    return ", ".join(parts)
 
 
 @command(app, "verify")
