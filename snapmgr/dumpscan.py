@@ -38,6 +38,13 @@ DATA_SECTIONS = ("TABLE DATA", "SEQUENCE SET")
 COPY_END = b"\\.\n"
 END_LINE = b"\n" + COPY_END
 BACKSLASH_PROBES = 8
+#: Objects a restore leaves as the target has them when they belong to someone
+#: else (a platform's event triggers, its publications and what they publish):
+#: a non-superuser can create no event trigger, and may not change another
+#: role's publication. Recorded apart from ``owners`` (see
+#: :attr:`DumpScanner.global_objects`).
+GLOBAL_TYPES = ("EVENT TRIGGER", "PUBLICATION")
+MEMBER_TYPES = ("PUBLICATION TABLE", "PUBLICATION TABLES IN SCHEMA")
 # What ends an unquoted name in a statement: SQL punctuation and white space.
 NAME_STOPS = frozenset(". (\"\n\t,;)'")
 
@@ -63,6 +70,15 @@ class Section(NamedTuple):
         rest, _, schema = rest.rpartition("; Schema: ")
         name, _, kind = rest.rpartition("; Type: ")
         return cls(name, kind, schema, owner.strip())
+
+    def is_global_object(self) -> bool:
+        """An event trigger or publication section, one of its comments or labels,
+        or a publication member (see :data:`GLOBAL_TYPES`)."""
+        if self.type in GLOBAL_TYPES or self.type in MEMBER_TYPES:
+            return True
+        return self.type in ("COMMENT", "SECURITY LABEL") and self.name.startswith(
+            tuple(f"{kind} " for kind in GLOBAL_TYPES)
+        )
 
     def owner_key(self) -> str:
         """What the owner owns here: ``schema S`` (the schema itself), ``in S``, or ``global``."""
@@ -169,8 +185,14 @@ class DumpScanner:
         #: of each large object's bytes (see :mod:`snapmgr.fingerprint`).
         self.fingerprints = Fingerprints() if fingerprint else None
         self._hash: Hasher | None = None
-        #: ``{role: {"schema S", "in S", "global"}}``: who owns what in the dump.
+        #: ``{role: {"schema S", "in S", "global"}}``: who owns what in the dump,
+        #: :data:`GLOBAL_TYPES` and what belongs to them left out.
         self.owners: dict[str, set[str]] = {}
+        #: ``[type, name, owner, statement]`` of each event trigger and publication
+        #: section, their comments and security labels, and each publication member
+        #: (``statement``: a member's ``ALTER PUBLICATION … ADD …;``, else "").
+        self.global_objects: list[list[str]] = []
+        self._want_statement = False
         self.section: Section | None = None
         self._filter = line_filter
         self.raw_size = 0
@@ -295,6 +317,9 @@ class DumpScanner:
                 self._trailer_ok = True
                 return True
             self._see_section(line)
+        if self._want_statement and line and not line.startswith(b"--"):
+            self._want_statement = False
+            self.global_objects[-1][3] = line.decode("utf-8", "replace")
         if self._trailer_ok and line not in (b"", b"--") and not line.startswith(b"\\unrestrict "):
             self._trailer_ok = False
         if self._copy_allowed and (self._copy_head or line.startswith(b"COPY ")):
@@ -306,8 +331,12 @@ class DumpScanner:
     def _see_section(self, line: bytes) -> None:
         section = Section.parse(line)
         self.section = section
+        self._want_statement = False
+        if section is not None and section.is_global_object():
+            self.global_objects.append([section.type, section.name, section.owner, ""])
+            self._want_statement = section.type in MEMBER_TYPES
         # Data is loaded with privileges, not ownership: only definitions name owners.
-        if (
+        elif (
             section is not None
             and section.owner not in ("", "-")
             and section.type not in DATA_SECTIONS

@@ -195,6 +195,11 @@ class Manifest:
     #: "settings": ["name=value"…]}`` (see :mod:`snapmgr.database_props`); empty
     #: in snapshots made before snapmgr recorded them.
     database_props: dict[str, Any] = field(default_factory=dict)
+    #: ``[[type, name, owner, statement]…]``: event triggers, publications and what
+    #: they publish (see :data:`snapmgr.dumpscan.GLOBAL_TYPES`), kept out of
+    #: ``owners``; in snapshots made before snapmgr recorded them, those owners
+    #: are in ``owners`` ("global") and this is empty.
+    global_objects: list[list[str]] = field(default_factory=list)
 
     @property
     def dump_name(self) -> str:

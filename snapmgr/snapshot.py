@@ -528,6 +528,7 @@ def _manifest(run: DumpRun, snapshot_id: str, started: datetime, duration: float
         snapmgr_version=__version__,
         content=request.content,
         owners={role: sorted(owns) for role, owns in sorted(run.scanner.owners.items())},
+        global_objects=run.scanner.global_objects,
         roles=inventory.roles if inventory else {},
         extensions=inventory.extensions if inventory else {},
         schemas=inventory.schemas if inventory else {},

@@ -1,0 +1,145 @@
+"""A platform's event triggers and publications in the app's database.
+
+Managed platforms (Supabase, for one) keep event triggers and publications of
+their own in the database they give the app, owned by their superuser. The
+app's role may not create event triggers nor change another role's
+publication, so a restore as that role leaves them as the target has them,
+leaves their sections out of the replay, and says what the target lacks or
+lost: the wipe's DROP TABLE takes the app's tables out of the platform's
+publication, and only the publication's owner can put them back.
+"""
+
+from __future__ import annotations
+
+import json
+
+from tests import platform_db
+from tests.conftest import Cli
+from tests.pgutil import Server
+
+PLATFORM_GLOBALS = f"""
+SET ROLE {platform_db.PLATFORM};
+CREATE FUNCTION platform_managed.on_ddl() RETURNS event_trigger LANGUAGE plpgsql
+  AS $$ BEGIN END $$;
+CREATE EVENT TRIGGER platform_ddl_watch ON ddl_command_end
+  EXECUTE FUNCTION platform_managed.on_ddl();
+COMMENT ON EVENT TRIGGER platform_ddl_watch IS 'the platform watches DDL';
+CREATE PUBLICATION platform_realtime FOR TABLE app.users;
+COMMENT ON PUBLICATION platform_realtime IS 'realtime';
+RESET ROLE;
+"""
+
+GLOBALS_SQL = """
+SELECT 'trigger ' || evtname || ' ' || evtowner::regrole || ' ' || oid FROM pg_event_trigger
+UNION ALL SELECT 'publication ' || pubname || ' ' || pubowner::regrole || ' ' || oid
+  FROM pg_publication
+UNION ALL SELECT 'member ' || pubname || ' ' || schemaname || '.' || tablename
+  FROM pg_publication_tables
+ORDER BY 1"""
+
+
+def globals_of(server: Server, dbname: str) -> list[str]:
+    return [str(row[0]) for row in server.execute(dbname, GLOBALS_SQL)]
+
+
+def owner_env(url: str) -> dict[str, str]:
+    return {"DATABASE_URL": url, "SNAPMGR_EXCLUDE_SCHEMAS": "platform_managed"}
+
+
+def test_the_platforms_event_trigger_and_publication_stay_and_the_lost_member_is_named(
+    cli: Cli, pg_server: Server, fresh_db_name: str
+) -> None:
+    platform_db.create_roles(pg_server)
+    url = platform_db.build(pg_server, fresh_db_name, extra=PLATFORM_GLOBALS)
+    dbname, env = fresh_db_name, owner_env(url)
+    try:
+        snapshot_id = cli.ok("snapshot", env=env).stdout.strip()
+        manifest = json.loads(cli.ok("show", snapshot_id, "--json", env=env).stdout)
+        assert "plat_platform" not in manifest["owners"]
+        assert sorted(manifest["global_objects"]) == [
+            ["COMMENT", "EVENT TRIGGER platform_ddl_watch", "plat_platform", ""],
+            ["COMMENT", "PUBLICATION platform_realtime", "plat_platform", ""],
+            ["EVENT TRIGGER", "platform_ddl_watch", "plat_platform", ""],
+            ["PUBLICATION", "platform_realtime", "plat_platform", ""],
+            [
+                "PUBLICATION TABLE",
+                "platform_realtime users",
+                "plat_platform",
+                "ALTER PUBLICATION platform_realtime ADD TABLE ONLY app.users;",
+            ],
+        ]
+        before = platform_db.state(pg_server, dbname)
+        platform_globals = globals_of(pg_server, dbname)
+        assert "member platform_realtime app.users" in platform_globals
+
+        pg_server.psql_file(dbname, platform_db.BAD_MIGRATION)
+        result = cli.ok("restore", "latest", "--yes", env=env)
+
+        # The platform's objects are the very same ones (same OIDs); the app's table
+        # left the publication with the wipe, and the warning says how to add it back.
+        assert globals_of(pg_server, dbname) == [
+            g for g in platform_globals if not g.startswith("member ")
+        ]
+        [warning] = [line for line in result.stderr.splitlines() if "publications" in line]
+        assert "event triggers and publications of plat_platform" in warning
+        assert "kept as the target has them: event trigger platform_ddl_watch, " in warning
+        assert warning.endswith(
+            "as their owner run: ALTER PUBLICATION platform_realtime ADD TABLE ONLY app.users;"
+        )
+        pg_server.execute(dbname, "ALTER PUBLICATION platform_realtime ADD TABLE ONLY app.users")
+        assert globals_of(pg_server, dbname) == platform_globals
+        after = platform_db.state(pg_server, dbname)
+        assert after == before
+    finally:
+        pg_server.drop_db(dbname)
+
+
+def test_into_a_database_without_them_they_are_left_out_and_named(
+    cli: Cli, pg_server: Server, fresh_db_name: str
+) -> None:
+    platform_db.create_roles(pg_server)
+    url = platform_db.build(pg_server, fresh_db_name, extra=PLATFORM_GLOBALS)
+    env = owner_env(url)
+    target = f"{fresh_db_name}_new"
+    try:
+        snapshot_id = cli.ok("snapshot", env=env).stdout.strip()
+        pg_server.create_db(target)
+        pg_server.execute("postgres", f"ALTER DATABASE {target} OWNER TO {platform_db.OWNER}")
+        pg_server.psql_file(target, platform_db.PLATFORM_SQL.format(cube_version="1.5"))
+        target_url = platform_db.owner_url(pg_server, target)
+        result = cli.ok("restore", snapshot_id, "--yes", "--target-url", target_url, env=env)
+        [warning] = [line for line in result.stderr.splitlines() if "publications" in line]
+        assert (
+            "the target lacks event trigger platform_ddl_watch, publication platform_realtime: "
+            "left out" in warning
+        )
+        assert globals_of(pg_server, target) == []
+        source, restored = (
+            platform_db.state(pg_server, fresh_db_name),
+            platform_db.state(pg_server, target),
+        )
+        assert restored.data == source.data
+        assert restored.capabilities == source.capabilities
+    finally:
+        pg_server.drop_db(target)
+        pg_server.drop_db(fresh_db_name)
+
+
+def test_a_superuser_restore_puts_them_back_members_included(
+    cli: Cli, pg_server: Server, fresh_db_name: str
+) -> None:
+    platform_db.create_roles(pg_server)
+    platform_db.build(pg_server, fresh_db_name, extra=PLATFORM_GLOBALS)
+    env = {"DATABASE_URL": pg_server.url(fresh_db_name)}
+    try:
+        cli.ok("snapshot", env=env)
+        before = platform_db.state(pg_server, fresh_db_name)
+        named = [g.rsplit(" ", 1)[0] for g in globals_of(pg_server, fresh_db_name)]
+        pg_server.execute(fresh_db_name, "ALTER PUBLICATION platform_realtime DROP TABLE app.users")
+        pg_server.psql_file(fresh_db_name, platform_db.BAD_MIGRATION)
+        result = cli.ok("restore", "latest", "--yes", env=env)
+        assert "publications" not in result.stderr  # nothing kept, nothing to say
+        assert [g.rsplit(" ", 1)[0] for g in globals_of(pg_server, fresh_db_name)] == named
+        assert platform_db.state(pg_server, fresh_db_name) == before
+    finally:
+        pg_server.drop_db(fresh_db_name)
