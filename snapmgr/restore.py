@@ -160,6 +160,9 @@ def _plan(manifest: Manifest, options: RestoreOptions) -> RestorePlan:
             no_owner=options.no_owner,
             no_privileges=options.no_privileges,
             whole=options.selection is None,
+            restored=None
+            if options.selection is None
+            else frozenset(options.selection.restored_tables(manifest.tables)),
         )
     if plan.database_left:
         log.warning("%s", plan.database_left)

@@ -192,11 +192,13 @@ def plan_restore(
     no_owner: bool = False,
     no_privileges: bool = False,
     whole: bool = True,
+    restored: frozenset[str] | None = None,
 ) -> RestorePlan:
     """Read the target with ``db`` (a session as the restoring role) and
     decide; raise ``RestoreError`` listing every problem if it cannot work.
     ``whole``: a full restore, which also puts back the database's own grants
-    and settings (a partial one adds tables and leaves the database as it is)."""
+    and settings (a partial one adds tables and leaves the database as it is);
+    ``restored``: a partial restore's tables (``None``: every table)."""
     role, superuser, max_locks, max_conn, max_prepared, settings = db.execute(TARGET_SQL).fetchone()
     content = manifest.content
     apply_owners = content.owners and not no_owner
@@ -226,7 +228,10 @@ def plan_restore(
             f"max_locks_per_transaction to at least {-(-needed // per_slot)} (a server "
             "restart; on a managed service, in its parameter settings)"
         )
-    kept_globals, globals_left = _kept_globals(db, manifest, bool(superuser), kept_schemas, role)
+    kept_globals, globals_left = _kept_globals(
+        db, manifest, superuser=bool(superuser), kept_schemas=kept_schemas, role=role,
+        restored=restored,
+    )  # fmt: skip
     props = PropsPlan("", "")
     if whole and manifest.database_props:
         wanted = DatabaseProps.from_dict(manifest.database_props)
@@ -266,13 +271,19 @@ def plan_restore(
 
 
 def _kept_globals(
-    db: Any, manifest: Manifest, superuser: bool, kept_schemas: tuple[str, ...], role: Any
+    db: Any,
+    manifest: Manifest,
+    *,
+    superuser: bool,
+    kept_schemas: tuple[str, ...],
+    role: Any,
+    restored: frozenset[str] | None,
 ) -> tuple[frozenset[tuple[str, str]], str]:
     """Event triggers and publications of roles this one may not act for (a
     platform's): the wipe leaves them, so their sections (comments and members
     too) are left out of the replay. Says which the target lacks, and the
-    members of those publications that the wipe's DROP TABLE took out, with the
-    statements their owner can run to put them back."""
+    restored tables that are no longer in those publications (re-created, they
+    are new tables), with the statements their owner can run to add them."""
     objects = manifest.global_objects
     if superuser or not objects:
         return frozenset(), ""
@@ -295,9 +306,10 @@ def _kept_globals(
         sections.add((kind, name))
         if kind in MEMBER_TYPES and parent in present and statement:
             member = name[len(parent[1]) + 1 :]
-            statements += (
-                [] if _stays(kind, member, statement, manifest, kept_schemas) else [statement]
-            )
+            if not _stays(
+                kind, member, statement, manifest, kept_schemas=kept_schemas, restored=restored
+            ):
+                statements.append(statement)
     kept = sorted(f"{kind.lower()} {name}" for kind, name in foreign if (kind, name) in present)
     absent = sorted(
         f"{kind.lower()} {name}" for kind, name in foreign if (kind, name) not in present
@@ -310,8 +322,8 @@ def _kept_globals(
         parts.append(f"the target lacks {', '.join(absent)}: left out")
     if statements:
         parts.append(
-            "the wipe took the restored tables out of those publications; as their owner "
-            f"run: {' '.join(statements)}"
+            "the restored tables are new tables, outside those publications; as their "
+            f"owner run: {' '.join(statements)}"
         )
     line = f"event triggers and publications of {who}, which {role} may not act for: "
     return frozenset(sections), line + "; ".join(parts)
@@ -336,17 +348,26 @@ def _global_parent(
 
 
 def _stays(
-    kind: str, member: str, statement: str, manifest: Manifest, kept_schemas: tuple[str, ...]
+    kind: str,
+    member: str,
+    statement: str,
+    manifest: Manifest,
+    *,
+    kept_schemas: tuple[str, ...],
+    restored: frozenset[str] | None,
 ) -> bool:
-    """Whether a publication member survives the wipe: its table or schema is left out
-    of the snapshot or kept, so the restore neither drops nor re-creates it."""
+    """Whether a publication member is untouched: the restore neither drops nor
+    re-creates its table or schema (left out of the snapshot, kept, or not among a
+    partial restore's tables)."""
     left_alone = set(manifest.content.exclude_schemas) | set(kept_schemas)
     if kind == "PUBLICATION TABLES IN SCHEMA":
-        return member in left_alone
+        return restored is not None or member in left_alone
     _, added, rest = statement.partition(" ADD TABLE ONLY ")
     table = parse_qualified_name(rest) if added else None
     if table is None:
         return False
+    if restored is not None and table not in restored:
+        return True
     return manifest.content.excludes(table) or table.split(".", 1)[0] in left_alone
 
 

@@ -143,3 +143,31 @@ def test_a_superuser_restore_puts_them_back_members_included(
         assert platform_db.state(pg_server, fresh_db_name) == before
     finally:
         pg_server.drop_db(fresh_db_name)
+
+
+def test_a_partial_restore_names_only_its_own_tables(
+    cli: Cli, pg_server: Server, fresh_db_name: str
+) -> None:
+    platform_db.create_roles(pg_server)
+    extra = PLATFORM_GLOBALS + (
+        f"SET ROLE {platform_db.PLATFORM};\n"
+        "ALTER PUBLICATION platform_realtime ADD TABLE public.owner_notes;\nRESET ROLE;\n"
+    )
+    url = platform_db.build(pg_server, fresh_db_name, extra=extra)
+    env = owner_env(url)
+    try:
+        snapshot_id = cli.ok("snapshot", env=env).stdout.strip()
+        platform_globals = globals_of(pg_server, fresh_db_name)
+        rows = pg_server.execute(fresh_db_name, "SELECT * FROM app.users ORDER BY id")
+        pg_server.execute(fresh_db_name, "DROP TABLE app.users CASCADE")
+        result = cli.ok("restore", snapshot_id, "--table", "app.users", env=env)
+        [warning] = [line for line in result.stderr.splitlines() if "publications" in line]
+        assert warning.endswith(
+            "as their owner run: ALTER PUBLICATION platform_realtime ADD TABLE ONLY app.users;"
+        )
+        assert pg_server.execute(fresh_db_name, "SELECT * FROM app.users ORDER BY id") == rows
+        assert globals_of(pg_server, fresh_db_name) == [
+            g for g in platform_globals if g != "member platform_realtime app.users"
+        ]
+    finally:
+        pg_server.drop_db(fresh_db_name)
