@@ -112,6 +112,7 @@ def compare_content(db: Any, manifest: Manifest) -> tuple[list[str], int]:
 def missing_roles(db: Any, manifest: Manifest) -> list[str]:
     """Roles the snapshot names (owners, grantees, policies) that the server lacks."""
     named = set(manifest.owners) | {r for roles in manifest.roles.values() for r in roles}
+    named |= {owner for _, _, owner, _ in manifest.global_objects}
     if not named:
         return []
     found = {

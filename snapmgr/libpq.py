@@ -43,7 +43,8 @@ POLL_S = 0.1  # how long one wait on the socket lasts before signals are looked 
 # libpq's enums (libpq-fe.h), stable since PostgreSQL 7.4.
 CONNECTION_BAD = 1
 POLLING_FAILED, POLLING_READING, POLLING_WRITING, POLLING_OK = 0, 1, 2, 3
-PGRES_COMMAND_OK, PGRES_TUPLES_OK = 1, 2
+PGRES_EMPTY_QUERY, PGRES_COMMAND_OK, PGRES_TUPLES_OK = 0, 1, 2
+PGRES_COPY_OUT, PGRES_COPY_IN, PGRES_COPY_BOTH = 3, 4, 8
 DIAG_SQLSTATE = ord("C")
 
 
@@ -279,6 +280,7 @@ def _element(value: object) -> str:
 
 
 _PLACEHOLDER = re.compile(r"%(?:\((\w+)\))?([s%])")
+_NONE = object()
 
 
 def numbered(
@@ -296,7 +298,10 @@ def numbered(
         if name is None:
             if positional is None:
                 raise TypeError("a %s placeholder needs a sequence of parameters")
-            values.append(_param(next(positional)))
+            value = next(positional, _NONE)
+            if value is _NONE:
+                raise TypeError("the query has more placeholders than parameters")
+            values.append(_param(value))
             return f"${len(values)}"
         if not isinstance(params, Mapping):
             raise TypeError(f"a %({name})s placeholder needs a mapping of parameters")
@@ -305,7 +310,10 @@ def numbered(
             names[name] = len(values)
         return f"${names[name]}"
 
-    return _PLACEHOLDER.sub(number, query), values
+    text = _PLACEHOLDER.sub(number, query)
+    if positional is not None and next(positional, _NONE) is not _NONE:
+        raise TypeError("the query has fewer placeholders than parameters")
+    return text, values
 
 
 # ---------------------------------------------------------------------- connection
@@ -364,19 +372,22 @@ class Connection:
                 return
             if state == POLLING_FAILED:
                 raise Error(f"connection failed: {self._message()}")
-            if time.monotonic() >= deadline:
-                raise Error("connection timeout expired")
-            self._wait(reading=state == POLLING_READING)
+            # PQconnectPoll only when the socket is ready, as libpq requires: called
+            # early it takes a TCP connect still in progress for done and then
+            # blocks in C, deaf to the deadline and to signals.
+            while not self._wait(reading=state == POLLING_READING):
+                if time.monotonic() >= deadline:
+                    raise Error("connection timeout expired")
             state = self._lib.PQconnectPoll(self._conn)
 
-    def _wait(self, *, reading: bool) -> None:
+    def _wait(self, *, reading: bool) -> bool:
+        """Wait at most :data:`POLL_S` for the socket; True when it is ready."""
         sock = self._lib.PQsocket(self._conn)
         if sock < 0:
             raise Error(f"connection failed: {self._message() or 'no socket'}")
-        if reading:
-            select.select([sock], [], [], POLL_S)
-        else:
-            select.select([], [sock], [], POLL_S)
+        poller = select.poll()  # not select(): any descriptor number
+        poller.register(sock, select.POLLIN if reading else select.POLLOUT)
+        return bool(poller.poll(POLL_S * 1000))
 
     def _message(self) -> str:
         return _text(self._lib.PQerrorMessage(self._conn)).strip()
@@ -405,7 +416,10 @@ class Connection:
             return self._results()
         except BaseException as exc:
             if not isinstance(exc, Error):
-                self._cancel()  # interrupted: stop the statement on the server too
+                # Interrupted: stop the statement on the server too; the session is
+                # mid-result and of no further use.
+                self._cancel()
+                self.close()
             raise
 
     def _results(self) -> Result:
@@ -425,10 +439,13 @@ class Connection:
                 break
             try:
                 status = self._lib.PQresultStatus(result)
-                if status not in (PGRES_COMMAND_OK, PGRES_TUPLES_OK):
+                if status in (PGRES_COPY_OUT, PGRES_COPY_IN, PGRES_COPY_BOTH):
+                    self.close()  # libpq would hand out this COPY result forever
+                    raise Error("COPY is not supported on this session")
+                if status not in (PGRES_EMPTY_QUERY, PGRES_COMMAND_OK, PGRES_TUPLES_OK):
                     error = error or self._result_error(result)
                 elif error is None:
-                    rows = self._rows(result)
+                    rows = self._rows(result) if status == PGRES_TUPLES_OK else []
             finally:
                 self._lib.PQclear(result)
         if error is not None:

@@ -166,8 +166,8 @@ def _plan(manifest: Manifest, options: RestoreOptions) -> RestorePlan:
         )
     if plan.database_left:
         log.warning("%s", plan.database_left)
-    if plan.globals_left:
-        log.warning("%s", plan.globals_left)
+    if plan.globals.left:
+        log.warning("%s", plan.globals.left)
     if plan.kept_extensions or plan.kept_schemas:
         log.info(
             "left as they are (owned by roles %s may not act for): %s",

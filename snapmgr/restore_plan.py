@@ -20,14 +20,14 @@ all; it comes before the restore's transaction starts.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from snapmgr.database_props import DatabaseProps, PropsPlan, plan_props
-from snapmgr.dumpscan import GLOBAL_TYPES, MEMBER_TYPES, parse_qualified_name
 from snapmgr.errors import RestoreError
 from snapmgr.manifest import Manifest
 from snapmgr.restore_filter import RestoreFilter
+from snapmgr.restore_globals import GlobalsPlan, plan_globals
 from snapmgr.restore_sql import wipe_sql
 
 log = logging.getLogger("snapmgr")
@@ -103,11 +103,6 @@ WHERE NOT EXISTS (SELECT 1 FROM protected p WHERE p.classid = x.classid AND p.ob
                   WHERE e.classid = x.classid AND e.objid = x.objid AND e.deptype = 'e')
 ORDER BY 1"""
 
-TARGET_GLOBALS_SQL = """
-SELECT 'EVENT TRIGGER', evtname::text FROM pg_catalog.pg_event_trigger
-UNION ALL
-SELECT 'PUBLICATION', pubname::text FROM pg_catalog.pg_publication"""
-
 CREATABLE_SQL = """
 SELECT v.name, bool_or(v.trusted) FROM pg_catalog.pg_available_extension_versions v
 WHERE v.name = ANY(%s) GROUP BY v.name"""
@@ -143,17 +138,16 @@ class RestorePlan:
     database_sql: str = ""
     #: What of those this role may not change (one warning line), else "".
     database_left: str = ""
-    #: ``(type, name)`` of the sections of other roles' event triggers and
-    #: publications: left out, the objects stay as the target has them.
-    kept_globals: frozenset[tuple[str, str]] = frozenset()
-    #: What of those the target lacks or loses (one warning line), else "".
-    globals_left: str = ""
+    #: Other roles' event triggers and publications (:mod:`snapmgr.restore_globals`).
+    globals: GlobalsPlan = field(default_factory=GlobalsPlan)
 
     def wipe(self, server_major: int, lock_timeout_s: float) -> str:
         return wipe_sql(
             server_major,
             lock_timeout_s,
             kept_extensions=self.kept_extensions,
+            kept_event_triggers=self.globals.kept_event_triggers,
+            kept_publications=self.globals.kept_publications,
             kept_schemas=self.kept_schemas,
             excluded_schemas=self.excluded_schemas,
             excluded_tables=self.excluded_tables,
@@ -165,7 +159,7 @@ class RestorePlan:
         the target when the dump's statements start (default: "public" if needed)."""
         kept = {("EXTENSION", name) for name in self.kept_extensions}
         kept |= {("COMMENT", f"EXTENSION {name}") for name in self.kept_extensions}
-        kept |= self.kept_globals
+        kept |= self.globals.sections
         for schema in self.kept_schemas:
             kept |= {(kind, f"SCHEMA {schema}") for kind in ("COMMENT", "ACL")}
             kept.add(("SCHEMA", schema))
@@ -207,9 +201,15 @@ def plan_restore(
 
     kept_extensions = _kept_extensions(db, manifest, superuser, problems)
     kept_schemas, public_grantable = _kept_schemas(db, manifest, apply_privileges, problems)
+    globals_plan = plan_globals(
+        db, manifest, superuser=bool(superuser), role=str(role), kept_schemas=kept_schemas,
+        restored=restored,
+    )  # fmt: skip
+    problems += globals_plan.problems
     owner_roles = _check_roles(
         db, manifest, str(role), kept_schemas,
         apply_owners=apply_owners, apply_privileges=apply_privileges, problems=problems,
+        more_owners=globals_plan.replayed_owners,
     )  # fmt: skip
     _check_excluded(db, manifest, problems)
     capacity = int(max_locks) * (int(max_conn) + int(max_prepared))
@@ -228,10 +228,6 @@ def plan_restore(
             f"max_locks_per_transaction to at least {-(-needed // per_slot)} (a server "
             "restart; on a managed service, in its parameter settings)"
         )
-    kept_globals, globals_left = _kept_globals(
-        db, manifest, superuser=bool(superuser), kept_schemas=kept_schemas, role=role,
-        restored=restored,
-    )  # fmt: skip
     props = PropsPlan("", "")
     if whole and manifest.database_props:
         wanted = DatabaseProps.from_dict(manifest.database_props)
@@ -265,110 +261,8 @@ def plan_restore(
         lock_capacity=capacity,
         database_sql=props.sql,
         database_left=props.left,
-        kept_globals=kept_globals,
-        globals_left=globals_left,
+        globals=globals_plan,
     )
-
-
-def _kept_globals(
-    db: Any,
-    manifest: Manifest,
-    *,
-    superuser: bool,
-    kept_schemas: tuple[str, ...],
-    role: Any,
-    restored: frozenset[str] | None,
-) -> tuple[frozenset[tuple[str, str]], str]:
-    """Event triggers and publications of roles this one may not act for (a
-    platform's): the wipe leaves them, so their sections (comments and members
-    too) are left out of the replay. Says which the target lacks, and the
-    restored tables that are no longer in those publications (re-created, they
-    are new tables), with the statements their owner can run to add them."""
-    objects = manifest.global_objects
-    if superuser or not objects:
-        return frozenset(), ""
-    owners = sorted({owner for _, _, owner, _ in objects})
-    actable = {str(name) for name, member in db.execute(ROLES_SQL, (owners,)).fetchall() if member}
-    foreign = {
-        (kind, name): owner
-        for kind, name, owner, _ in objects
-        if kind in GLOBAL_TYPES and owner not in actable
-    }
-    if not foreign:
-        return frozenset(), ""
-    present = {(str(kind), str(name)) for kind, name in db.execute(TARGET_GLOBALS_SQL).fetchall()}
-    sections: set[tuple[str, str]] = set()
-    statements: list[str] = []
-    for kind, name, _, statement in objects:
-        parent = _global_parent(kind, name, foreign)
-        if parent is None:
-            continue
-        sections.add((kind, name))
-        if kind in MEMBER_TYPES and parent in present and statement:
-            member = name[len(parent[1]) + 1 :]
-            if not _stays(
-                kind, member, statement, manifest, kept_schemas=kept_schemas, restored=restored
-            ):
-                statements.append(statement)
-    kept = sorted(f"{kind.lower()} {name}" for kind, name in foreign if (kind, name) in present)
-    absent = sorted(
-        f"{kind.lower()} {name}" for kind, name in foreign if (kind, name) not in present
-    )
-    who = ", ".join(sorted(set(foreign.values())))
-    parts = []
-    if kept:
-        parts.append(f"kept as the target has them: {', '.join(kept)}")
-    if absent:
-        parts.append(f"the target lacks {', '.join(absent)}: left out")
-    if statements:
-        parts.append(
-            "the restored tables are new tables, outside those publications; as their "
-            f"owner run: {' '.join(statements)}"
-        )
-    line = f"event triggers and publications of {who}, which {role} may not act for: "
-    return frozenset(sections), line + "; ".join(parts)
-
-
-def _global_parent(
-    kind: str, name: str, foreign: dict[tuple[str, str], str]
-) -> tuple[str, str] | None:
-    """The foreign event trigger or publication a section belongs to, if any."""
-    if (kind, name) in foreign:
-        return kind, name
-    if kind in MEMBER_TYPES:  # "publication member": the longest publication that fits
-        fits = [p for p in foreign if p[0] == "PUBLICATION" and name.startswith(f"{p[1]} ")]
-        return max(fits, key=lambda p: len(p[1])) if fits else None
-    for object_kind in GLOBAL_TYPES:  # COMMENT / SECURITY LABEL "KIND name"
-        if (
-            name.startswith(f"{object_kind} ")
-            and (object_kind, name[len(object_kind) + 1 :]) in foreign
-        ):
-            return object_kind, name[len(object_kind) + 1 :]
-    return None
-
-
-def _stays(
-    kind: str,
-    member: str,
-    statement: str,
-    manifest: Manifest,
-    *,
-    kept_schemas: tuple[str, ...],
-    restored: frozenset[str] | None,
-) -> bool:
-    """Whether a publication member is untouched: the restore neither drops nor
-    re-creates its table or schema (left out of the snapshot, kept, or not among a
-    partial restore's tables)."""
-    left_alone = set(manifest.content.exclude_schemas) | set(kept_schemas)
-    if kind == "PUBLICATION TABLES IN SCHEMA":
-        return restored is not None or member in left_alone
-    _, added, rest = statement.partition(" ADD TABLE ONLY ")
-    table = parse_qualified_name(rest) if added else None
-    if table is None:
-        return False
-    if restored is not None and table not in restored:
-        return True
-    return manifest.content.excludes(table) or table.split(".", 1)[0] in left_alone
 
 
 def _missing_grantees(db: Any, wanted: DatabaseProps) -> list[str]:
@@ -493,11 +387,14 @@ def _check_roles(
     apply_owners: bool,
     apply_privileges: bool,
     problems: list[str],
+    more_owners: tuple[str, ...] = (),
 ) -> tuple[str, ...]:
-    """Roles the replay names must exist; owners must be roles this one may act for."""
+    """Roles the replay names must exist; owners must be roles this one may act for
+    (``more_owners``: of the event triggers and publications it replays)."""
     skipped = {f"schema {schema}" for schema in kept_schemas}
     owners = sorted(
-        name for name, owns in manifest.owners.items() if set(owns) - skipped
+        {name for name, owns in manifest.owners.items() if set(owns) - skipped}
+        | set(more_owners)
     ) if apply_owners else []  # fmt: skip
     others = set(manifest.roles.get("policy", []))
     if apply_privileges:
@@ -518,7 +415,9 @@ def _check_roles(
         )
     foreign = [name for name in owners if name in found and not found[name]]
     if foreign:
-        places = sorted({place for name in foreign for place in manifest.owners[name]})
+        places = sorted(
+            {place for name in foreign for place in manifest.owners.get(name, ["global"])}
+        )
         problems.append(
             f"objects in the snapshot belong to {', '.join(foreign)} "
             f"({', '.join(places[:4])}), and {role} may not act for "

@@ -198,6 +198,8 @@ DECLARE
   public_owner oid;
   public_acl aclitem[];
   kept_extensions text[] := {kept_extensions};
+  kept_event_triggers text[] := {kept_event_triggers};
+  kept_publications text[] := {kept_publications};
   kept_schemas text[] := {kept_schemas};
   excluded_schemas text[] := {excluded_schemas};
   excluded_tables text[] := {excluded_tables};
@@ -206,11 +208,13 @@ BEGIN
   SELECT nspowner, nspacl INTO public_owner, public_acl
     FROM pg_catalog.pg_namespace WHERE nspname = 'public';
   FOR item IN SELECT evtname FROM pg_catalog.pg_event_trigger
-              WHERE pg_catalog.pg_has_role(evtowner, 'USAGE') LOOP
+              WHERE pg_catalog.pg_has_role(evtowner, 'USAGE')
+                AND NOT evtname = ANY(kept_event_triggers) LOOP
     EXECUTE pg_catalog.format('DROP EVENT TRIGGER IF EXISTS %I CASCADE', item.evtname);
   END LOOP;
   FOR item IN SELECT pubname FROM pg_catalog.pg_publication
-              WHERE pg_catalog.pg_has_role(pubowner, 'USAGE') LOOP
+              WHERE pg_catalog.pg_has_role(pubowner, 'USAGE')
+                AND NOT pubname = ANY(kept_publications) LOOP
     EXECUTE pg_catalog.format('DROP PUBLICATION IF EXISTS %I CASCADE', item.pubname);
   END LOOP;
   FOR item IN SELECT extname FROM pg_catalog.pg_extension
@@ -364,6 +368,8 @@ def wipe_sql(
     lock_timeout_s: float,
     *,
     kept_extensions: tuple[str, ...] = (),
+    kept_event_triggers: tuple[str, ...] = (),
+    kept_publications: tuple[str, ...] = (),
     kept_schemas: tuple[str, ...] = (),
     excluded_schemas: tuple[str, ...] = (),
     excluded_tables: tuple[str, ...] = (),
@@ -380,6 +386,8 @@ def wipe_sql(
         default_owner=default_owner,
         default_acl=default_acl,
         kept_extensions=text_array(kept_extensions),
+        kept_event_triggers=text_array(kept_event_triggers),
+        kept_publications=text_array(kept_publications),
         kept_schemas=text_array(kept_schemas),
         excluded_schemas=text_array(excluded_schemas),
         excluded_tables=text_array(excluded_tables),

@@ -198,6 +198,7 @@ def test_an_interrupted_query_is_cancelled_on_the_server(
             break
         time.sleep(0.1)
     assert state != "active", "pg_sleep still runs on the server"
+    assert light.closed  # mid-result, of no further use: closed, not left busy
 
 
 def _raise_interrupt(_signum: int, _frame: object) -> None:
@@ -281,3 +282,28 @@ def test_parse_array_reads_what_the_server_writes() -> None:
     assert libpq.parse_array("[0:1]={1,2}", int) == [1, 2]
     with pytest.raises(libpq.Error, match="multi-dimensional"):
         libpq.parse_array("{{1,2},{3,4}}")
+
+
+def test_copy_is_refused_instead_of_looping(light: libpq.Connection) -> None:
+    with pytest.raises(libpq.Error, match="COPY is not supported"):
+        light.execute("COPY (SELECT 1) TO STDOUT")
+    assert light.closed
+
+
+def test_an_empty_query_has_no_rows(light: libpq.Connection) -> None:
+    assert light.execute("").fetchall() == []
+    assert light.execute("-- nothing").fetchall() == []
+
+
+@pytest.mark.parametrize(
+    ("query", "params", "message"),
+    [
+        ("SELECT %s, %s", [1], "more placeholders than parameters"),
+        ("SELECT %s", [1, 2], "fewer placeholders than parameters"),
+        ("SELECT %(a)s", [1], "needs a mapping"),
+        ("SELECT %s", {"a": 1}, "needs a sequence"),
+    ],
+)
+def test_placeholders_and_parameters_must_match(query: str, params: Any, message: str) -> None:
+    with pytest.raises(TypeError, match=message):
+        libpq.numbered(query, params)

@@ -171,3 +171,66 @@ def test_a_partial_restore_names_only_its_own_tables(
         ]
     finally:
         pg_server.drop_db(fresh_db_name)
+
+
+QUOTED_GLOBALS = f"""
+SET ROLE {platform_db.PLATFORM};
+CREATE PUBLICATION "Platform RealTime" FOR TABLE app.users;
+COMMENT ON PUBLICATION "Platform RealTime" IS 'quoted';
+CREATE PUBLICATION "Platform" FOR TABLE public.owner_notes;
+RESET ROLE;
+"""
+
+
+def test_names_that_need_quotes_are_matched_as_pg_dump_quotes_them(
+    cli: Cli, pg_server: Server, fresh_db_name: str
+) -> None:
+    """pg_dump quotes the name in a comment's tag, and a member's tag ("pub table")
+    is ambiguous when the publication's name has a space."""
+    platform_db.create_roles(pg_server)
+    url = platform_db.build(pg_server, fresh_db_name, extra=QUOTED_GLOBALS)
+    env = owner_env(url)
+    try:
+        cli.ok("snapshot", env=env)
+        platform_globals = globals_of(pg_server, fresh_db_name)
+        result = cli.ok("restore", "latest", "--yes", env=env)
+        [warning] = [line for line in result.stderr.splitlines() if "publications" in line]
+        assert "publication Platform, publication Platform RealTime" in warning
+        assert warning.endswith(
+            "as their owner run: "
+            'ALTER PUBLICATION "Platform RealTime" ADD TABLE ONLY app.users; '
+            'ALTER PUBLICATION "Platform" ADD TABLE ONLY public.owner_notes;'
+        ) or warning.endswith(
+            "as their owner run: "
+            'ALTER PUBLICATION "Platform" ADD TABLE ONLY public.owner_notes; '
+            'ALTER PUBLICATION "Platform RealTime" ADD TABLE ONLY app.users;'
+        )
+        assert globals_of(pg_server, fresh_db_name) == [
+            g for g in platform_globals if not g.startswith("member ")
+        ]
+    finally:
+        pg_server.drop_db(fresh_db_name)
+
+
+def test_a_superuser_restore_needing_a_dropped_owner_is_refused_before_any_change(
+    cli: Cli, pg_server: Server, fresh_db_name: str
+) -> None:
+    platform_db.create_roles(pg_server)
+    platform_db.build(pg_server, fresh_db_name)
+    gone = f"gone_{fresh_db_name}"
+    pg_server.execute("postgres", f"CREATE ROLE {gone} SUPERUSER")
+    pg_server.execute(fresh_db_name, f"SET ROLE {gone}; CREATE PUBLICATION gone_pub")
+    env = {"DATABASE_URL": pg_server.url(fresh_db_name)}
+    try:
+        cli.ok("snapshot", env=env)
+        pg_server.execute(fresh_db_name, "ALTER PUBLICATION gone_pub OWNER TO postgres")
+        pg_server.execute("postgres", f"DROP ROLE {gone}")
+        pg_server.psql_file(fresh_db_name, platform_db.BAD_MIGRATION)
+        before = platform_db.state(pg_server, fresh_db_name)
+        result = cli("restore", "latest", "--yes", env=env)
+        assert result.returncode == 8, result.stderr
+        assert f"the snapshot needs role(s) {gone}, missing here" in result.stderr
+        assert platform_db.state(pg_server, fresh_db_name) == before
+    finally:
+        pg_server.drop_db(fresh_db_name)
+        pg_server.execute("postgres", f"DROP ROLE IF EXISTS {gone}")
