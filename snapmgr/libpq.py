@@ -26,7 +26,6 @@ and an interrupted query is cancelled on the server.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import re
 import select
@@ -131,6 +130,8 @@ def _candidates() -> Iterator[str]:
         yield from sorted(glob(str(base / "psycopg_binary.libs" / "libpq-*.so*")))
         yield from sorted(glob(str(base / "psycopg_binary" / ".dylibs" / "libpq*.dylib")))
     yield from ("libpq.so.5", "libpq.5.dylib")
+    import ctypes.util  # runs ldconfig or a compiler: only when all else failed
+
     found = ctypes.util.find_library("pq") or ctypes.util.find_library("libpq")
     if found:
         yield found
