@@ -40,10 +40,6 @@ UNION ALL
 SELECT 'PUBLICATION', pubname::text, pg_catalog.pg_has_role(pubowner, 'USAGE')
 FROM pg_catalog.pg_publication"""
 
-ROLES_SQL = """
-SELECT r.rolname, pg_catalog.pg_has_role(r.oid, 'MEMBER')
-FROM pg_catalog.pg_roles r WHERE r.rolname = ANY(%s)"""
-
 Key = tuple[str, str]  # (type, name)
 
 
@@ -63,27 +59,28 @@ class GlobalsPlan:
     problems: list[str] = field(default_factory=list)
 
 
+def global_owners(manifest: Manifest) -> list[str]:
+    """The roles that own the snapshot's event triggers and publications."""
+    return sorted({owner for kind, _, owner, _ in manifest.global_objects if kind in GLOBAL_TYPES})
+
+
 def plan_globals(
     db: Any,
     manifest: Manifest,
     *,
-    superuser: bool,
+    actable: set[str],
     role: str,
     kept_schemas: tuple[str, ...],
     restored: frozenset[str] | None,
 ) -> GlobalsPlan:
     """Decide for each of the snapshot's event triggers and publications (see the
-    module doc); ``restored``: a partial restore's tables (``None``: all)."""
+    module doc); ``actable``: those of :func:`global_owners` the restoring role
+    may act for (all of them for a superuser); ``restored``: a partial
+    restore's tables (``None``: all)."""
     objects = manifest.global_objects
     if not objects:
         return GlobalsPlan()
     owners = {(kind, name): owner for kind, name, owner, _ in objects if kind in GLOBAL_TYPES}
-    if superuser:
-        actable = set(owners.values())
-    else:
-        wanted = sorted(set(owners.values()))
-        rows = db.execute(ROLES_SQL, (wanted,)).fetchall()
-        actable = {str(name) for name, member in rows if member}
     foreign = {key: owner for key, owner in owners.items() if owner not in actable}
     target = {(str(kind), str(name)): bool(droppable) for kind, name, droppable in
               db.execute(TARGET_GLOBALS_SQL).fetchall()}  # fmt: skip

@@ -27,7 +27,7 @@ from snapmgr.database_props import DatabaseProps, PropsPlan, plan_props
 from snapmgr.errors import RestoreError
 from snapmgr.manifest import Manifest
 from snapmgr.restore_filter import RestoreFilter
-from snapmgr.restore_globals import GlobalsPlan, plan_globals
+from snapmgr.restore_globals import GlobalsPlan, global_owners, plan_globals
 from snapmgr.restore_sql import wipe_sql
 
 log = logging.getLogger("snapmgr")
@@ -201,9 +201,11 @@ def plan_restore(
 
     kept_extensions = _kept_extensions(db, manifest, superuser, problems)
     kept_schemas, public_grantable = _kept_schemas(db, manifest, apply_privileges, problems)
+    owners = global_owners(manifest)
+    members = dict(db.execute(ROLES_SQL, (owners,)).fetchall()) if owners else {}
     globals_plan = plan_globals(
-        db, manifest, superuser=bool(superuser), role=str(role), kept_schemas=kept_schemas,
-        restored=restored,
+        db, manifest, role=str(role), kept_schemas=kept_schemas, restored=restored,
+        actable=set(owners) if superuser else {name for name in owners if members.get(name)},
     )  # fmt: skip
     problems += globals_plan.problems
     owner_roles = _check_roles(
