@@ -192,11 +192,8 @@ class ConnInfo:
         """A psycopg connection, with libpq's errors turned into one actionable line."""
         import psycopg
 
-        kwargs: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S, **self.hidden}
-        if self.password is not None:
-            kwargs["password"] = self.password
         try:
-            db = psycopg.connect(self.conninfo(**overrides), autocommit=True, **kwargs)
+            db = psycopg.connect(self._connect_conninfo(overrides), autocommit=True)
         except psycopg.OperationalError as exc:
             raise DatabaseError(self._explain(exc, overrides.get("dbname"))) from None
         db.execute(NO_TIMEOUTS)
@@ -207,13 +204,9 @@ class ConnInfo:
         queries and the deploy lock; errors as :meth:`connect` words them."""
         from snapmgr import libpq
 
-        # As connect() passes them to psycopg: the timeout and the secrets win.
-        params = {**self.params, **overrides, **self.hidden, "client_encoding": "UTF8"}
-        params["connect_timeout"] = str(CONNECT_TIMEOUT_S)
-        if self.password is not None:
-            params["password"] = self.password
+        conninfo = self._connect_conninfo({**overrides, "client_encoding": "UTF8"})
         try:
-            db = libpq.Connection(libpq.make_conninfo(params), CONNECT_TIMEOUT_S)
+            db = libpq.Connection(conninfo, CONNECT_TIMEOUT_S)
         except libpq.Error as exc:
             raise DatabaseError(self._explain(exc, overrides.get("dbname"))) from None
         try:
@@ -222,6 +215,17 @@ class ConnInfo:
             db.close()
             raise DatabaseError(f"cannot use {self.display()}: {exc}") from None
         return db
+
+    def _connect_conninfo(self, overrides: Mapping[str, str]) -> str:
+        """The conninfo an in-process connection uses: the parameters, ``overrides``,
+        our timeout and the secrets (never an argv: see :meth:`conninfo`)."""
+        from snapmgr.libpq import make_conninfo
+
+        params = {**self.params, **overrides, **self.hidden}
+        params["connect_timeout"] = str(CONNECT_TIMEOUT_S)
+        if self.password is not None:
+            params["password"] = self.password
+        return make_conninfo(params)
 
     def _explain(self, exc: Exception, dbname: str | None) -> str:
         text = scrub(str(exc).strip(), self.secrets())
