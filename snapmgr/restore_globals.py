@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from snapmgr.dumpscan import GLOBAL_TYPES, MEMBER_TYPES, parse_qualified_name, read_quoted
+from snapmgr.dumpscan import GLOBAL_TYPES, MEMBER_TYPES, parse_qualified_name, split_qualified_name
 from snapmgr.manifest import Manifest
 
 #: Event triggers and publications of the target, and whether the restoring
@@ -151,11 +151,8 @@ def _parent(kind: str, name: str, statement: str) -> Key | None:
 
 def _identifier(text: str) -> str | None:
     """The identifier at the start of ``text``, as pg_dump writes one (quoted when needed)."""
-    if text.startswith('"'):
-        quoted = read_quoted(text, 0)
-        return quoted[0] if quoted is not None else None
-    word = text.split(" ", 1)[0]
-    return word or None
+    parts = split_qualified_name(text)
+    return parts[0] if parts is not None and len(parts) == 1 else None
 
 
 def _untouched(
