@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -296,14 +297,21 @@ def test_a_signal_while_starting_is_one_line_and_exit_130(cli: Cli, signum: int)
         f"snapmgr: error: interrupted by {name} while starting; nothing was done"
     )
 
-    proc = start(cli, "snapshot", env={"DATABASE_URL": "postgresql://u:pw@127.0.0.1:1/db"})
+    # A server that accepts and never answers: the start-up no longer takes long
+    # enough (snapshot imports no psycopg) for a refused connection to lose the race
+    # with the signal; this one keeps the process starting or connecting until then.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        url = f"postgresql://u:pw@127.0.0.1:{silent.getsockname()[1]}/db?sslmode=disable"
+        proc = start(cli, "snapshot", env={"DATABASE_URL": url})
 
-    def importing() -> bool:
-        maps = Path(f"/proc/{proc.pid}/maps").read_text()
-        return "site-packages" in maps
+        def importing() -> bool:
+            maps = Path(f"/proc/{proc.pid}/maps").read_text()
+            return "site-packages" in maps
 
-    wait_for(importing, timeout=30, what="an extension module to load")
-    proc.send_signal(signum)
-    _, err = proc.communicate(timeout=60)
+        wait_for(importing, timeout=30, what="an extension module to load")
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert f"interrupted by {name}" in one_error_line(err)
