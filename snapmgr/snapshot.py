@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from snapmgr import __version__
 from snapmgr.backends.base import Writer
 from snapmgr.catalog import Store, open_exclusive
-from snapmgr.codec import Digest, compressor
+from snapmgr.codec import READBACK, Digest, compressor
 from snapmgr.dumpscan import DumpScanner
 from snapmgr.encryption import SCHEME, encrypt_stream
 from snapmgr.errors import (
@@ -169,7 +169,8 @@ class DumpRun:
         self.targets = targets
         self.cancel = cancel
         self.scanner = DumpScanner(fingerprint=True)
-        self.digest = Digest()
+        #: sha256 for the manifest; the read-back compares the quicker xxh3.
+        self.digest = Digest(algorithms=("sha256", READBACK))
         self.raw: Channel[bytearray] = Channel(RAW_QUEUE, self.cancel)
         # Queued chunks, plus the one being compressed and the one being read.
         self.buffers = BufferPool(RAW_QUEUE + 2, CHUNK, self.cancel)
@@ -475,15 +476,21 @@ def _commit_writers(run: DumpRun) -> None:
 
 
 def _verify_stored(run: DumpRun, live: list[_Target], snapshot_id: str) -> None:
-    """Re-read every stored copy in parallel and compare its sha256 and size."""
-    expected, size = run.digest.hexdigest(), run.digest.size
+    """Re-read every stored copy in parallel and compare its size and hash
+    (:data:`snapmgr.codec.READBACK`) with what was written."""
+    expected, size = run.digest.hexdigest(READBACK), run.digest.size
     name = dump_name(snapshot_id, run.request.compression, bool(run.request.recipients))
 
     def check(target: _Target) -> Callable[[], None]:
         def run_check() -> None:
             try:
                 check_stored_object(
-                    target.store, name, size, expected, expected_from="what was written"
+                    target.store,
+                    name,
+                    size,
+                    expected,
+                    expected_from="what was written",
+                    algorithm=READBACK,
                 )
             except Exception as exc:
                 target.error = _as_storage_error(exc)

@@ -244,9 +244,16 @@ def check_fingerprints(stream: StoredSql) -> None:
 
 
 def check_stored_object(
-    store: Store, name: str, size: int, sha256: str, *, expected_from: str = "the manifest"
+    store: Store,
+    name: str,
+    size: int,
+    expected: str,
+    *,
+    expected_from: str = "the manifest",
+    algorithm: str = "sha256",
 ) -> None:
-    """Re-read ``name`` in ``store``: its size and sha256 must be these.
+    """Re-read ``name`` in ``store``: its size and hash (``algorithm``, the
+    manifest's sha256 unless the caller hashed what it wrote otherwise) must be these.
 
     The one "hash a stored copy and compare": ``verify`` of an encrypted copy
     without its key, snapshot's read-back before the commit (``expected_from``
@@ -255,7 +262,7 @@ def check_stored_object(
     altered copy and ``StorageError`` when the store cannot be read.
     """
     location = store.backend.location(name)
-    digest = Digest()
+    digest = Digest(algorithms=(algorithm,))
     try:
         with store.backend.open_reader(name) as handle:
             digest.update_from(handle)
@@ -268,9 +275,9 @@ def check_stored_object(
             f"{location} has {digest.size} bytes, {expected_from} {size}: "
             "the copy is truncated or altered"
         )
-    if digest.hexdigest() != sha256:
+    if digest.hexdigest(algorithm) != expected:
         raise VerificationError(
-            f"{location}: sha256 differs from {expected_from}: the copy is corrupt"
+            f"{location}: {algorithm} differs from {expected_from}: the copy is corrupt"
         )
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import io
 import os
 import subprocess
 
 import pytest
+import xxhash
 
-from snapmgr.codec import check_level, compressor, decompressor
+from snapmgr.codec import READBACK, Digest, check_level, compressor, decompressor
 from snapmgr.errors import ConfigError, VerificationError
 
 DATA = b"".join(b'%d\tsome text row %d\t{"k": %d}\n' % (i, i * 7, i % 13) for i in range(50_000))
@@ -90,3 +93,18 @@ def test_zstd_frames_carry_a_content_checksum_that_zstd_t_checks() -> None:
     with pytest.raises(VerificationError, match="zstd data is corrupt"):
         dec.decompress(bytes(damaged))
         dec.finish()
+
+
+def test_a_digest_keeps_each_hash_it_is_asked_for_over_the_same_bytes() -> None:
+    """The snapshot hashes what it writes with sha256 (the manifest) and the
+    read-back's xxh3-128 at once; both must be the plain algorithms' values."""
+    data = os.urandom(3 << 20)
+    both = Digest(algorithms=("sha256", READBACK))
+    for start in range(0, len(data), 100_000):
+        both.update(memoryview(data)[start : start + 100_000])
+    assert both.size == len(data)
+    assert both.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert both.hexdigest(READBACK) == xxhash.xxh3_128(data).hexdigest()
+    read_back = Digest(algorithms=(READBACK,))
+    read_back.update_from(io.BytesIO(data))
+    assert read_back.hexdigest(READBACK) == both.hexdigest(READBACK)

@@ -30,7 +30,7 @@ def only_dump(store: Path) -> Path:
 
 @pytest.mark.parametrize(
     ("damage", "said"),
-    [("flip", "sha256 differs from what was written"), ("truncate", "bytes, what was written")],
+    [("flip", "xxh3_128 differs from what was written"), ("truncate", "bytes, what was written")],
 )
 def test_a_copy_altered_after_its_commit_is_refused_and_the_other_stands(
     cli: Cli, pg_server: Server, pagila_db: str, tmp_path: Path, damage: str, said: str
@@ -76,7 +76,7 @@ def test_every_copy_altered_is_exit_6_and_nothing_is_committed(
     _, err = proc.communicate(timeout=120)
 
     assert proc.returncode == 6, err
-    assert "sha256 differs from what was written" in err
+    assert "xxh3_128 differs from what was written" in err
     assert err.count("error:") == 1 and "Traceback" not in err
     assert sorted(p.name for p in store.iterdir()) == []
     assert not cli.pointer.exists()
