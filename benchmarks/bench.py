@@ -9,6 +9,9 @@ noise hits every variant alike:
 
 * ``snapmgr --version``: start-up alone;
 * ``pg_dump > /dev/null``: the limit, what the database can produce;
+* ``pg_dump | igzip -2 > f``: the floor for any gzip snapshot on this machine,
+  ISA-L's own C command line at snapmgr's level with no hash, no row count, no
+  read-back and no commit (skipped without ``igzip``, Debian package ``isal``);
 * the usual script: ``pg_dump | gzip > f && gzip -t f``;
 * ``snapmgr snapshot`` with gzip (the default) and with zstd, verification included;
 * ``gunzip -c f | psql`` into a fresh database, and ``snapmgr restore`` of the
@@ -60,6 +63,7 @@ import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: E402
 
+from snapmgr.formats import GZIP  # noqa: E402
 from snapmgr.manifest import dump_name  # noqa: E402
 from snapmgr.postgres import PG_DUMP_FLAGS  # noqa: E402
 
@@ -81,6 +85,7 @@ ENCRYPTED_VS_PLAIN = 1.10  # the encrypted snapshot against the plain one, same 
 RSS_LIMIT_MB = 100.0
 RSS_FLAT_RATIO = 1.15  # the larger database's peak RSS within 15% (or 16 MB) of the smaller's
 RSS_FLAT_SLACK_MB = 16.0
+FLOOR_LEVEL = GZIP.default_level  # snapmgr's own gzip level (isal)
 
 BUILD_SQL = """
 CREATE TABLE public.events (
@@ -392,6 +397,18 @@ class Bench:
         target.unlink()
         return sample, size
 
+    def run_floor(self, dbname: str) -> tuple[Sample, int]:
+        """``pg_dump | igzip -2 > f``: compression alone, in C, nothing checked."""
+        target = self.work / "floor.sql.gz"
+        pipeline = (
+            f"set -o pipefail; {shlex.join(self.pg_dump_argv(dbname))} | igzip -{FLOOR_LEVEL} "
+            f"-c > {target}"
+        )
+        sample, _ = self.runner.run(["bash", "-c", pipeline], self.pg_env, what="pg_dump | igzip")
+        size = target.stat().st_size
+        target.unlink()
+        return sample, size
+
     def run_snapshot(
         self, dbname: str, compression: str, store: Path, extra_env: dict[str, str] | None = None
     ) -> tuple[Sample, str, int]:
@@ -457,6 +474,7 @@ class Bench:
             for key, title in (
                 ("startup", "snapmgr --version"),
                 ("pg_dump", "pg_dump > /dev/null"),
+                ("floor", f"pg_dump | igzip -{FLOOR_LEVEL} > f (floor)"),
                 ("script", "pg_dump | gzip > f && gzip -t f"),
                 ("snap_gzip", "snapmgr snapshot (gzip)"),
                 ("snap_zstd", "snapmgr snapshot (zstd)"),
@@ -480,6 +498,8 @@ class Bench:
         else:
             for key in ("pagila_script", "pagila_snap"):
                 variants[key].skipped = f"no Pagila in {args.pagila} (see --pagila)"
+        if shutil.which("igzip") is None:
+            variants["floor"].skipped = "no igzip on PATH (Debian package isal)"
         ref_store = self.work / "ref-store"
         say("warm-up: pg_dump > /dev/null, one reference snapshot for the restores")
         self.run_pg_dump(dbname)
@@ -503,6 +523,9 @@ class Bench:
                 source = pagila_db if key == "pagila_script" else dbname
                 assert source is not None
                 sample, variant.size = self.run_script(source)
+                return sample
+            if key == "floor":
+                sample, variant.size = self.run_floor(dbname)
                 return sample
             if key == "snap_age":
                 store = self.work / "store"
@@ -555,8 +578,8 @@ class Bench:
 
     def run_rounds(self, step: Callable[[str], None], *, with_rss: bool) -> None:
         order = self.wanted([
-            "startup", "pg_dump", "script", "snap_gzip", "snap_zstd", "snap_age", "psql_restore",
-            "snap_restore", "pagila_script", "pagila_snap",
+            "startup", "pg_dump", "floor", "script", "snap_gzip", "snap_zstd", "snap_age",
+            "psql_restore", "snap_restore", "pagila_script", "pagila_snap",
             *(["snap_gzip_rss"] if with_rss else []),
         ])  # fmt: skip
         for number in range(self.args.rounds):
@@ -566,22 +589,33 @@ class Bench:
                 step(key)
 
     def run_pairs(self, step: Callable[[str], None]) -> None:
-        """Each snapmgr variant right next to its baseline, the order flipped every time."""
-        pairs = [(a, b) for a, b in PAIRS if self.wanted([a, b]) == [a, b]]
+        """Each snapmgr variant right next to its baseline (and the other variants of
+        its group), the order flipped every time."""
         startup = self.wanted(["startup"])
         for number in range(self.args.pairs):
             say(f"pair {number + 1}/{self.args.pairs} (load average {os.getloadavg()[0]:.2f})")
             for key in startup:
                 step(key)
-            for snapmgr_key, base_key in pairs:
-                first, second = (snapmgr_key, base_key) if number % 2 else (base_key, snapmgr_key)
-                step(first)
-                step(second)
+            for group in GROUPS:
+                keys = self.wanted(group)
+                if len(keys) < 2:
+                    continue
+                for key in keys if number % 2 else reversed(keys):
+                    step(key)
 
 
-# What each snapmgr variant is measured against, and the target for the ratio.
+# What is measured side by side in --pairs mode, each key in one group only (so each
+# gets one sample per pair and per-pair ratios line up): the snapmgr variant first.
+GROUPS = (
+    ("snap_gzip", "pg_dump", "floor", "snap_age"),
+    ("pagila_snap", "pagila_script"),
+    ("snap_restore", "psql_restore"),
+)
+# The per-pair (or per-round) ratios reported: a variant over what it is judged against.
 PAIRS = (
     ("snap_gzip", "pg_dump"),
+    ("floor", "pg_dump"),
+    ("snap_gzip", "floor"),
     ("snap_age", "snap_gzip"),
     ("pagila_snap", "pagila_script"),
     ("snap_restore", "psql_restore"),
@@ -635,6 +669,7 @@ def quotient(variants: dict[str, Variant], a: str, b: str, attr: str = "seconds"
 
 BASES = {
     "snap_gzip": "pg_dump", "snap_zstd": "pg_dump", "script": "pg_dump", "snap_age": "snap_gzip",
+    "floor": "pg_dump",
     "snap_gzip_rss": "pg_dump", "snap_restore": "psql_restore", "pagila_snap": "pagila_script",
 }  # fmt: skip
 
@@ -749,6 +784,14 @@ def report(variants: dict[str, Variant], args: argparse.Namespace) -> dict[str, 
                 f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) over "
                 f"{len(ratios)}; CPU {quotient(variants, key, base, 'cpu_s'):.2f}x"
             )
+    floor = quotient(variants, "floor", "pg_dump")
+    if floor is not None:
+        say(
+            f"info: pg_dump | igzip -{FLOOR_LEVEL} (floor) / pg_dump > /dev/null = {floor:.2f}x, "
+            f"file {fmt_size(variants['floor'].size)}: no gzip snapshot does better on this "
+            f"machine; snapmgr snapshot (gzip) / floor = "
+            f"{fmt_s(quotient(variants, 'snap_gzip', 'floor'))}x"
+        )
     info = quotient(variants, "snap_zstd", "pg_dump")
     if info is not None:
         say(f"info: snapmgr snapshot (zstd) / pg_dump > /dev/null = {info:.2f}x, "
@@ -801,7 +844,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         type=lambda text: set(text.split(",")),
-        help="measure only these variants (comma-separated keys: startup, pg_dump, script, "
+        help="measure only these variants (comma-separated keys: startup, pg_dump, floor, script, "
         "snap_gzip, snap_zstd, snap_age, psql_restore, snap_restore, pagila_script, pagila_snap, "
         "snap_gzip_rss)",
     )

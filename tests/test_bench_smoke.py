@@ -59,12 +59,15 @@ def test_quick_benchmark_completes_and_prints_its_ratios(pg_server: Server) -> N
     assert "CPU user" in header and "CPU sys" in header
     for title in ("pg_dump > /dev/null", "snapmgr snapshot (zstd)", "Pagila: snapmgr snapshot"):
         assert title in out
+    # The floor: ISA-L's own command line, no checks (.ci/install installs igzip).
+    floor = only_line(out, "info: pg_dump | igzip -2 (floor) / pg_dump > /dev/null = ")
+    assert "snapmgr snapshot (gzip) / floor = " in floor
 
 
 @pytest.mark.slow
 def test_pairs_alternate_snapmgr_with_its_baseline(pg_server: Server, tmp_path: Path) -> None:
     report = tmp_path / "bench.json"
-    only = "startup,pg_dump,snap_gzip,pagila_script,pagila_snap"
+    only = "startup,pg_dump,floor,snap_gzip,pagila_script,pagila_snap"
     out = run_bench(pg_server, "--pairs", "2", "--only", only, "--json", str(report), "--cleanup")
     lines = out.splitlines()
     first = next(n for n, line in enumerate(lines) if line.startswith("pair 1/2"))
@@ -78,12 +81,13 @@ def test_pairs_alternate_snapmgr_with_its_baseline(pg_server: Server, tmp_path: 
     # The order flips from one pair to the next, so neither side always runs first.
     assert order(first, second) == ["pg_dump > /dev/null", "snapmgr snapshot (gzip)"]
     assert order(second, results) == ["snapmgr snapshot (gzip)", "pg_dump > /dev/null"]
-    assert " over 2; CPU " in only_line(out, "pairs: snapmgr snapshot (gzip) / pg_dump")
+    assert " over 2; CPU " in only_line(out, "pairs: snapmgr snapshot (gzip) / pg_dump > /dev/null")
     assert " over 2; CPU " in only_line(out, "pairs: Pagila: snapmgr snapshot (gzip) / ")
+    assert " over 2; CPU " in only_line(out, "pairs: snapmgr snapshot (gzip) / pg_dump | igzip")
 
     data = json.loads(report.read_text())
     assert data["pairs"] == 2 and data["cpu"]
-    for key in ("startup", "pg_dump", "snap_gzip", "pagila_script", "pagila_snap"):
+    for key in ("startup", "pg_dump", "floor", "snap_gzip", "pagila_script", "pagila_snap"):
         variant = data["variants"][key]
         assert len(variant["seconds"]) == 2, key
         assert len(variant["user_s"]) == 2 and all(u >= 0 for u in variant["user_s"]), key
