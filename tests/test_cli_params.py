@@ -127,3 +127,18 @@ def test_the_hook_is_installed_only_on_the_locked_typer() -> None:
     assert params.typer_version(typer.__version__) == params.typer_version(locked)
     assert params.typer_version("0.30.1") not in params.CHECKED_TYPER
     assert params.typer_version("unknown") is None
+
+
+def test_each_command_is_found_in_the_module_that_registers_it() -> None:
+    """``snapmgr.cli.app.COMMANDS`` (which module a run loads) matches what the
+    command modules really register, and every module is in it."""
+    import importlib
+
+    app_module = importlib.import_module("snapmgr.cli.app")
+    registered = {}
+    for name in app_module.command_modules():
+        group = importlib.import_module(f"snapmgr.cli.{name}").app
+        for info in group.registered_commands:
+            registered[info.name] = name
+    assert registered == app_module.COMMANDS
+    assert sorted(c.name for c in snapmgr_app.registered_commands) == sorted(registered)

@@ -30,6 +30,9 @@ runpy.run_module("snapmgr", run_name="__main__", alter_sys=True)
 """
 CLOUD = ("boto3", "botocore", "fsspec", "s3fs")
 MACHINERY = ("snapmgr.restore", "snapmgr.guard", "snapmgr.psql", "snapmgr.demo")
+COMMAND_MODULES = (
+    "snapshot_cmds", "restore_cmds", "retention_cmds", "rekey_cmd", "doctor_cmd", "demo_cmd",
+)  # fmt: skip
 
 
 def loaded(cli: Cli, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> set[str]:
@@ -106,4 +109,19 @@ def test_snapshot_into_a_local_store_loads_only_its_own_path(
     # alone is about 0.3 s); progress goes to the log off a terminal, so no rich.
     assert present(modules, "psycopg", "psycopg_binary", "rich", *CLOUD) == []
     assert present(modules, *MACHINERY) == []
+    # Only the snapshot command's own module is loaded, not the other commands'.
+    commands = present(modules, *(f"snapmgr.cli.{name}" for name in COMMAND_MODULES))
+    assert commands == ["snapmgr.cli.snapshot_cmds"]
+    assert present(modules, "snapmgr.prune", "snapmgr.health", "snapmgr.doctor") == []
     assert len(list(cli.store.glob("*.json"))) == 1
+
+
+def test_help_and_an_unknown_command_still_see_every_command(cli: Cli) -> None:
+    """A run loads only its own command's module; help and a typo must not notice."""
+    listed = cli("--help")
+    assert listed.returncode == 0
+    for name in ("snapshot", "restore", "prune", "check", "doctor", "demo", "rekey"):
+        assert f" {name} " in listed.stdout, name
+    typo = cli("snapsot")
+    assert typo.returncode == 2 and "No such command 'snapsot'" in typo.stderr
+    assert cli("prune", "--help").returncode == 0

@@ -3,7 +3,13 @@
 Each command group lives in its own module of :mod:`snapmgr.cli` named
 ``*_cmds`` (or ``*_cmd``) with a module-level ``app = typer.Typer()`` on which
 it registers commands through :func:`snapmgr.cli.common.command`; this module
-collects them all.
+collects them.
+
+A run of one command loads only the module that defines it (:data:`COMMANDS`):
+importing the others, and building click commands for all 17, costs every
+start-up time that a snapshot of a small database is measured by. Help, an
+unknown command and ``app`` itself (``from snapmgr.cli.app import app``, for
+typer.testing) get every command.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from snapmgr.cli import VERSION_LINE, params
 
 params.install()  # plain option values without importing pydantic
 
-app = typer.Typer(
+_app = typer.Typer(
     name="snapmgr",
     help="Verified, compressed PostgreSQL snapshots: snapshot, restore, prune, guard.",
     no_args_is_help=True,
@@ -40,7 +46,7 @@ def _show_version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@_app.callback()
 def _root(
     version: Annotated[
         bool,
@@ -50,14 +56,41 @@ def _root(
     """Verified, compressed PostgreSQL snapshots: snapshot, restore, prune, guard."""
 
 
-def _collect() -> None:
-    for module in sorted(pkgutil.iter_modules(snapmgr.cli.__path__), key=lambda m: m.name):
-        if module.name.endswith(("_cmds", "_cmd")):
-            group = importlib.import_module(f"snapmgr.cli.{module.name}")
-            app.registered_commands.extend(group.app.registered_commands)
+#: The module of :mod:`snapmgr.cli` that registers each command
+#: (``tests/test_cli_params.py`` checks it against what the modules register).
+COMMANDS = {
+    "snapshot": "snapshot_cmds", "list": "snapshot_cmds", "show": "snapshot_cmds",
+    "verify": "snapshot_cmds", "config": "snapshot_cmds", "stores": "snapshot_cmds",
+    "restore": "restore_cmds", "guard": "restore_cmds", "drill": "restore_cmds",
+    "prune": "retention_cmds", "delete": "retention_cmds", "pin": "retention_cmds",
+    "unpin": "retention_cmds", "check": "retention_cmds",
+    "rekey": "rekey_cmd", "doctor": "doctor_cmd", "demo": "demo_cmd",
+}  # fmt: skip
+_loaded: set[str] = set()
 
 
-_collect()
+def command_modules() -> list[str]:
+    """Every command module of :mod:`snapmgr.cli`, by name."""
+    found = pkgutil.iter_modules(snapmgr.cli.__path__)
+    return sorted(m.name for m in found if m.name.endswith(("_cmds", "_cmd")))
+
+
+def load_commands(args: list[str] | None = None) -> typer.Typer:
+    """The application with the command ``args`` names registered (every command
+    when ``args`` is ``None`` or names none: help, a typo, no arguments)."""
+    wanted = COMMANDS.get(args[0]) if args else None
+    for name in [wanted] if wanted else command_modules():
+        if name not in _loaded:
+            group = importlib.import_module(f"snapmgr.cli.{name}")
+            _app.registered_commands.extend(group.app.registered_commands)
+            _loaded.add(name)
+    return _app
+
+
+def __getattr__(name: str) -> typer.Typer:
+    if name == "app":
+        return load_commands()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
@@ -70,6 +103,7 @@ def main() -> None:
     so the exit status is always the outcome's.
     """
     signals.install()
+    app = load_commands(sys.argv[1:])
     try:
         code = app(standalone_mode=False)
     except _CLICK_ERROR as exc:
