@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +61,12 @@ class DeployLock:
     label: str
     started_waiting: datetime
     waited_s: float
+    #: The session holding the lock (a :class:`snapmgr.libpq.Connection`), open
+    #: until the ``with`` block ends: the snapshot's pre-flight check and survey
+    #: run on it instead of opening another (a connection is a round of
+    #: authentication, a visible part of a small snapshot's time). Only plain
+    #: queries: the lock is the session's, whatever they do.
+    session: Any = field(default=None, compare=False, repr=False)
 
 
 def wait_seconds(text: str, flag: str = "--wait") -> float:
@@ -134,7 +140,7 @@ def deploy_lock(conn: ConnInfo, label: str, wait_s: float) -> Iterator[DeployLoc
         waited = time.monotonic() - clock
         if waited >= 1:
             log.info("got the deploy lock of label %s after waiting %.0fs", label, waited)
-        yield DeployLock(label, min(started, holder_since or started), waited)
+        yield DeployLock(label, min(started, holder_since or started), waited, db)
     finally:
         _release(db, label, held)
 

@@ -33,6 +33,7 @@ from snapmgr.progress import NullProgress, Progress, make_progress
 from snapmgr.restore_sql import DEFAULT_LOCK_TIMEOUT_S
 
 if TYPE_CHECKING:
+    from snapmgr import libpq
     from snapmgr.deploylock import DeployLock
     from snapmgr.drill_record import DrillRecord
     from snapmgr.encryption import (
@@ -167,7 +168,7 @@ class SnapshotManager:
                 location = entry.stores[0].backend.location(entry.manifest.dump_name)
                 write_pointer(self.config.pointer_file, location, entry.id)
                 return SnapshotResult(entry.manifest, entry.stores, (), reused=True)
-        return self._take_snapshot(label, tags)
+        return self._take_snapshot(label, tags, lock.session if lock else None)
 
     def covering_snapshot(
         self, label: str, since: datetime, within: Duration | None, now: datetime | None = None
@@ -193,7 +194,14 @@ class SnapshotManager:
                 return entry
         return None
 
-    def _take_snapshot(self, label: str, tags: Mapping[str, str] | None) -> SnapshotResult:
+    def _take_snapshot(
+        self,
+        label: str,
+        tags: Mapping[str, str] | None,
+        session: libpq.Connection | None = None,
+    ) -> SnapshotResult:
+        """Dump and commit; the pre-flight check and survey run on ``session`` (the
+        deploy lock's) when given, else on a session of their own."""
         from snapmgr.inventory import survey
         from snapmgr.postgres import check_dump_version, database_size, find_tool, server_info
         from snapmgr.snapshot import SnapshotRequest, take_snapshot
@@ -202,7 +210,8 @@ class SnapshotManager:
         stores = self.stores  # a bad store URL is a usage error before any connection
         content = self.dump_content()
         # One light session for the pre-flight check, the survey and the size estimate.
-        with conn.session() as db:
+        with contextlib.ExitStack() as stack:
+            db = session if session is not None else stack.enter_context(conn.session())
             server = server_info(db)
             pg_dump = find_tool("pg_dump", server.major, self.config.pg_bin_dir)
             check_dump_version(pg_dump, server)

@@ -78,7 +78,7 @@ def test_a_program_on_path_that_is_not_the_wrapper_is_still_preferred(
     assert find_tool("pg_dump", major).path == str(bin_dir / "pg_dump")
 
 
-def test_snapshot_opens_one_connection_besides_the_deploy_lock(
+def test_snapshot_opens_one_connection_the_deploy_locks_or_its_own(
     pg_server: Server, pagila_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     opened: list[str] = []
@@ -100,10 +100,10 @@ def test_snapshot_opens_one_connection_besides_the_deploy_lock(
 
     assert locked.manifest.tables and unlocked.manifest.tables
     assert locked.manifest.objects["relations"] > 0  # the survey ran on that connection
-    # With the deploy lock: its session plus one for pre-flight, survey and size
-    # estimate; without it, that one alone.
-    assert len(opened) == 3, opened
-    assert opened[0].startswith("snapmgr deploy lock ") and opened[1:] == ["?", "?"]
+    # With the deploy lock, the pre-flight check, survey and size estimate run on
+    # the lock's session; without it, on one session of their own.
+    assert len(opened) == 2, opened
+    assert opened[0].startswith("snapmgr deploy lock ") and opened[1:] == ["?"]
 
 
 # Runs the real CLI's main() with ARGS after registering an atexit function and,
