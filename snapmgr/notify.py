@@ -17,6 +17,7 @@ does not answer is a warning on stderr, with the URL masked.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -71,10 +72,9 @@ class Event:
 
 
 def this_host() -> str:
-    """Which instance is speaking: several may run the same command at once."""
-    import socket
-
-    return socket.gethostname()
+    """Which instance is speaking: several may run the same command at once.
+    (``gethostname()``'s answer, without importing :mod:`socket` for it.)"""
+    return os.uname().nodename
 
 
 def parse_rules(value: Any) -> tuple[str, ...]:

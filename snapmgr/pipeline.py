@@ -78,17 +78,28 @@ class BufferPool(Channel[bytearray]):
     out fresh pages every time: one page fault per 4 KiB read, a good part of
     a snapshot's system time. A few buffers that circulate stay resident. A
     borrower blocks (waking up for cancellation) while all are lent out, so
-    the pool also bounds memory.
+    the pool also bounds memory. Buffers are made when first needed, after a
+    free one is looked for: a small dump never touches more than one or two
+    (zero-filling all six MiB up front was 6 ms of a 0.5 s snapshot).
     """
 
     def __init__(self, count: int, size: int, cancel: threading.Event) -> None:
         super().__init__(count, cancel)
         self.size = size
-        for _ in range(count):
-            self.put(bytearray(size))
+        self._unmade = count
+        self._making = threading.Lock()
 
     def take(self) -> bytearray:
-        """A free buffer; blocks while every buffer is lent out."""
+        """A free buffer (a new one while fewer than ``count`` exist); blocks while
+        every buffer is lent out."""
+        try:
+            return self._queue.get_nowait()  # type: ignore[return-value]
+        except queue.Empty:
+            pass
+        with self._making:
+            if self._unmade:
+                self._unmade -= 1
+                return bytearray(self.size)
         return self._get()  # type: ignore[return-value]
 
     def give(self, buffer: bytearray) -> None:

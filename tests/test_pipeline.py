@@ -99,3 +99,12 @@ def test_stdio_blocks_keeps_the_bytes_and_falls_back_without_stdbuf(
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no stdbuf here
     assert stdio_blocks(["seq", "3"], "output", 1 << 20) == ["seq", "3"]
+
+
+def test_pool_reuses_a_given_back_buffer_before_making_another() -> None:
+    pool = BufferPool(4, SIZE, threading.Event())
+    first = pool.take()
+    pool.give(first)
+    assert pool.take() is first  # nothing new made while one is free
+    second = pool.take()
+    assert second is not first and len(second) == SIZE
