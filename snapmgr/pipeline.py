@@ -92,6 +92,8 @@ class BufferPool(Channel[bytearray]):
     def take(self) -> bytearray:
         """A free buffer (a new one while fewer than ``count`` exist); blocks while
         every buffer is lent out."""
+        if self._cancel.is_set():
+            raise Cancelled
         try:
             return self._queue.get_nowait()  # type: ignore[return-value]
         except queue.Empty:

@@ -108,3 +108,12 @@ def test_pool_reuses_a_given_back_buffer_before_making_another() -> None:
     assert pool.take() is first  # nothing new made while one is free
     second = pool.take()
     assert second is not first and len(second) == SIZE
+
+
+def test_a_cancelled_pool_lends_nothing_even_with_buffers_free() -> None:
+    cancel = threading.Event()
+    pool = BufferPool(2, SIZE, cancel)
+    pool.give(pool.take())  # one made and free, one not made yet
+    cancel.set()
+    with pytest.raises(Cancelled):
+        pool.take()
