@@ -21,6 +21,7 @@ from typing import Any, BinaryIO, Protocol, cast
 
 from isal import isal_zlib
 
+from snapmgr import fingerprint
 from snapmgr.errors import VerificationError
 from snapmgr.formats import GZIP, ZSTD, check_level
 
@@ -166,7 +167,7 @@ def decompressor(compression: str) -> Decompressor:
 #: write), not an adversary, and xxh3-128 does that at several GB/s where
 #: sha256 manages about one (0.11 s of a large snapshot's tail). The manifest's
 #: sha256 stays every copy's checksum for ``verify``, restore and users.
-READBACK = "xxh3_128"
+READBACK = fingerprint.ALGORITHM  # xxh3-128, as the content fingerprints
 
 
 def _new_hash(algorithm: str) -> Any:
