@@ -389,24 +389,21 @@ class Bench:
         return sample
 
     def run_script(self, dbname: str) -> tuple[Sample, int]:
-        target = self.work / "script.sql.gz"
-        pipeline = (
-            f"set -o pipefail; {shlex.join(self.pg_dump_argv(dbname))} | gzip > {target} "
-            f"&& gzip -t {target}"
-        )
-        sample, _ = self.runner.run(["bash", "-c", pipeline], self.pg_env, what="pg_dump | gzip")
-        size = target.stat().st_size
-        target.unlink()
-        return sample, size
+        """``pg_dump | gzip > f && gzip -t f``: the script snapmgr replaces."""
+        return self._run_into_file(dbname, "script.sql.gz", "gzip > {f} && gzip -t {f}")
 
     def run_floor(self, dbname: str) -> tuple[Sample, int]:
         """``pg_dump | igzip -2 > f``: compression alone, in C, nothing checked."""
-        target = self.work / "floor.sql.gz"
-        pipeline = (
-            f"set -o pipefail; {shlex.join(self.pg_dump_argv(dbname))} | igzip -{FLOOR_LEVEL} "
-            f"-c > {target}"
-        )
-        sample, _ = self.runner.run(["bash", "-c", pipeline], self.pg_env, what="pg_dump | igzip")
+        return self._run_into_file(dbname, "floor.sql.gz", f"igzip -{FLOOR_LEVEL} -c > {{f}}")
+
+    def _run_into_file(self, dbname: str, name: str, tail: str) -> tuple[Sample, int]:
+        """``pg_dump | TAIL`` in bash (``{f}`` in ``tail``: the file it writes); the
+        sample and the file's size (the file is removed)."""
+        target = self.work / name
+        command = tail.format(f=shlex.quote(str(target)))
+        pipeline = f"set -o pipefail; {shlex.join(self.pg_dump_argv(dbname))} | {command}"
+        what = f"pg_dump | {tail.split(maxsplit=1)[0]}"
+        sample, _ = self.runner.run(["bash", "-c", pipeline], self.pg_env, what=what)
         size = target.stat().st_size
         target.unlink()
         return sample, size
