@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snapmgr.dumpscan import DumpScanner, parse_qualified_name
+from snapmgr.dumpscan import WIDE_ROW, DumpScanner, RowCounter, parse_qualified_name
 
 DUMP = b"""--
 -- PostgreSQL database dump
@@ -186,3 +186,92 @@ line", b) FROM stdin;
     for cuts in ([], [dump.index(b"line")], list(range(0, len(dump), 5))):
         scanner, _ = scan(dump, cuts)
         assert scanner.tables == {**EXPECTED, "public.nl": 2}
+
+
+class ReplaceProbe(bytes):
+    """Chunk bytes that note whether the row counter deleted newlines in them."""
+
+    replaced = 0
+
+    def replace(self, old: bytes, new: bytes, count: int = -1, /) -> bytes:  # type: ignore[override]
+        ReplaceProbe.replaced += 1
+        return super().replace(old, new, count)
+
+
+@settings(max_examples=300, derandomize=True)
+@given(
+    st.lists(st.integers(min_value=0, max_value=400), min_size=1, max_size=60),
+    st.lists(st.tuples(st.integers(0, 30_000), st.integers(0, 30_000)), min_size=1, max_size=8),
+)
+def test_row_counter_counts_every_newline_in_the_span(
+    widths: list[int], spans: list[tuple[int, int]]
+) -> None:
+    """Rows of any width, in any order, spans anywhere in the chunk: whichever way
+    the counter picks, it counts what ``bytes.count`` counts."""
+    data = b"".join(b"x" * width + b"\n" for width in widths)
+    counter = RowCounter()
+    for a, b in spans:
+        start, end = sorted((min(a, len(data)), min(b, len(data))))
+        for chunk in (data, bytearray(data)):
+            assert counter.count(chunk, start, end) == data.count(b"\n", start, end)
+
+
+def test_row_counter_deletes_newlines_only_after_wide_rows() -> None:
+    wide = ReplaceProbe(b"w" * (4 * WIDE_ROW) + b"\n") * 500
+    narrow = ReplaceProbe(b"n\n" * 50_000)
+    counter = RowCounter()
+    ReplaceProbe.replaced = 0
+    assert counter.count(narrow, 0, len(narrow)) == 50_000
+    assert counter.count(narrow, 0, len(narrow)) == 50_000
+    assert ReplaceProbe.replaced == 0
+    assert counter.count(ReplaceProbe(wide), 0, len(wide)) == 500  # learns the width
+    assert ReplaceProbe.replaced == 0
+    assert counter.count(ReplaceProbe(wide), 1, len(wide) - 1) == 499
+    assert ReplaceProbe.replaced == 1
+    # Narrow rows after wide ones: one span the wide way, then back to plain counting.
+    assert counter.count(narrow, 0, len(narrow)) == 50_000
+    assert counter.count(narrow, 2, len(narrow)) == 49_999
+    assert ReplaceProbe.replaced == 2
+
+
+def wide_then_narrow_dump(wide_rows: int, narrow_rows: int) -> bytes:
+    row = b"\t".join([b"1", b"a" * 150, b"\\N", b"b" * 100]) + b"\n"
+    return (
+        b"--\n-- Data for Name: wide; Type: TABLE DATA; Schema: public; Owner: -\n--\n\n"
+        b"COPY public.wide (a, b, c, d) FROM stdin;\n"
+        + row
+        * wide_rows
+        + b"\\.\n\n\n--\n-- Data for Name: narrow; Type: TABLE DATA; Schema: public; Owner: -\n"
+        b"--\n\nCOPY public.narrow (x) FROM stdin;\n"
+        + b"7\n" * narrow_rows
+        + b"\\.\n\n\n-- PostgreSQL database dump complete\n\n"
+    )
+
+
+WIDE_DUMP = wide_then_narrow_dump(3_000, 20_000)
+
+
+@settings(max_examples=200, derandomize=True)
+@given(st.lists(st.integers(min_value=0, max_value=len(WIDE_DUMP)), max_size=20))
+def test_wide_and_narrow_tables_are_counted_exactly(cuts: list[int]) -> None:
+    """Chunks cut anywhere: the wide table's rows are counted the wide way, the
+    narrow table's plainly, and every row of both is counted once."""
+    ReplaceProbe.replaced = 0
+    scanner = DumpScanner()
+    last = 0
+    for cut in [*sorted(set(cuts)), len(WIDE_DUMP)]:
+        scanner.feed(ReplaceProbe(WIDE_DUMP[last:cut]))
+        last = cut
+    scanner.finish()
+    assert scanner.tables == {"public.wide": 3_000, "public.narrow": 20_000}
+    assert scanner.incomplete_reason() is None
+
+
+def test_a_wide_table_in_many_chunks_is_counted_the_wide_way() -> None:
+    ReplaceProbe.replaced = 0
+    scanner = DumpScanner()
+    for start in range(0, len(WIDE_DUMP), 64 << 10):
+        scanner.feed(ReplaceProbe(WIDE_DUMP[start : start + (64 << 10)]))
+    scanner.finish()
+    assert scanner.tables == {"public.wide": 3_000, "public.narrow": 20_000}
+    assert ReplaceProbe.replaced >= 10
